@@ -1,0 +1,142 @@
+"""File access shared by the readers: transparent gzip, line-numbered parsing errors."""
+
+from __future__ import annotations
+
+import ast
+import csv
+import gzip
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from .errors import DataFormatError
+
+PathLike = str | os.PathLike
+
+
+def require_file(path: PathLike, what: str) -> Path:
+    """Return ``path`` as a Path, or raise a DataFormatError saying which file is missing."""
+    p = Path(path)
+    if not p.is_file():
+        raise DataFormatError(f"{what} file not found", path=p)
+    return p
+
+
+def open_text(path: PathLike, encoding: str = "utf-8"):
+    """Open a text file, gunzipping ``*.gz`` on the fly."""
+    p = Path(path)
+    if p.suffix == ".gz":
+        return gzip.open(p, "rt", encoding=encoding, newline="")
+    return open(p, encoding=encoding, newline="")
+
+
+def read_json(path: PathLike) -> Any:
+    """Load a whole-file JSON document with a file/line error on malformed input."""
+    with open_text(path) as f:
+        try:
+            return json.load(f)
+        except json.JSONDecodeError as e:
+            raise DataFormatError(
+                f"malformed JSON: {e.msg} (column {e.colno})", path, e.lineno
+            ) from None
+
+
+def iter_json_lines(
+    path: PathLike, allow_python_literals: bool = False
+) -> Iterator[tuple[int, dict]]:
+    """Yield ``(line_number, record)`` for each non-empty line of a JSON-lines file.
+
+    ``allow_python_literals`` accepts lines written with Python's ``repr`` (single quotes), as in
+    the 2014 Amazon metadata files.
+    """
+    with open_text(path) as f:
+        for lineno, line in enumerate(f, start=1):
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as e:
+                if not allow_python_literals:
+                    raise DataFormatError(f"malformed JSON line: {e.msg}", path, lineno) from None
+                try:
+                    record = ast.literal_eval(line)
+                except (ValueError, SyntaxError):
+                    raise DataFormatError(
+                        "malformed line (neither JSON nor a Python literal)", path, lineno
+                    ) from None
+            if not isinstance(record, dict):
+                raise DataFormatError(
+                    f"expected a JSON object, got {type(record).__name__}", path, lineno
+                )
+            yield lineno, record
+
+
+def iter_delimited(
+    path: PathLike,
+    delimiter: str,
+    fieldnames: list[str] | None = None,
+    required: list[str] | None = None,
+    encoding: str = "utf-8",
+    quoting: int = csv.QUOTE_MINIMAL,
+) -> Iterator[tuple[int, dict[str, str]]]:
+    """Yield ``(line_number, row)`` from a delimited file.
+
+    With ``fieldnames`` the file has no header and every row must have exactly that many fields;
+    otherwise the first line is the header and ``required`` columns must be in it.
+    """
+    with open_text(path, encoding=encoding) as f:
+        reader = csv.reader(f, delimiter=delimiter, quoting=quoting)
+        if fieldnames is None:
+            try:
+                header = next(reader)
+            except StopIteration:
+                raise DataFormatError("file is empty (no header line)", path, 1) from None
+            header = [h.strip().lstrip("\ufeff") for h in header]
+            missing = [c for c in (required or []) if c not in header]
+            if missing:
+                raise DataFormatError(
+                    f"missing column(s) {missing}; the header has {header}",
+                    path,
+                    1,
+                    field=missing[0],
+                )
+            names = header
+        else:
+            names = fieldnames
+        for row in reader:
+            lineno = reader.line_num
+            if not row or (len(row) == 1 and not row[0].strip()):
+                continue
+            if len(row) != len(names):
+                raise DataFormatError(
+                    f"expected {len(names)} fields, found {len(row)}", path, lineno
+                )
+            yield lineno, dict(zip(names, row))
+
+
+def iter_separated(
+    path: PathLike, separator: str, fieldnames: list[str], encoding: str = "utf-8"
+) -> Iterator[tuple[int, dict[str, str]]]:
+    """Like :func:`iter_delimited` for multi-character separators (MovieLens-1M ``::``)."""
+    with open_text(path, encoding=encoding) as f:
+        for lineno, line in enumerate(f, start=1):
+            line = line.rstrip("\r\n")
+            if not line.strip():
+                continue
+            row = line.split(separator)
+            if len(row) != len(fieldnames):
+                raise DataFormatError(
+                    f"expected {len(fieldnames)} fields, found {len(row)}", path, lineno
+                )
+            yield lineno, dict(zip(fieldnames, row))
+
+
+def parse_number(value: str, path: PathLike, line: int, field: str) -> float:
+    """Parse a numeric cell, raising a DataFormatError that names the cell."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise DataFormatError(f"not a number: {value!r}", path, line, field) from None

@@ -1,0 +1,93 @@
+"""The common representation and its cleaning, independent of any file format."""
+
+import pytest
+
+from store_hf.data import DataFormatError, DataOptions
+from store_hf.data.dataset import ItemTable, build_dataset
+from store_hf.data.text import clean_text
+
+
+def test_clean_text_unescapes_and_normalises():
+    assert clean_text("Tom &amp; Jerry  \n\t rocks") == "Tom & Jerry rocks"
+    assert clean_text("&#x2605; 5 stars") == "\u2605 5 stars"
+    assert clean_text("double &amp;amp; escaped") == "double & escaped"
+    assert clean_text(["Tools", ["Hand Tools", ""], None]) == "Tools, Hand Tools"
+    assert clean_text(None) == "" and clean_text(float("nan")) == ""
+
+
+def _table(embedded, n=30):
+    table = ItemTable(["title", "brand"])
+    for row in embedded.items.select(range(n)):
+        table.add(row["item_id"], row)
+    return table
+
+
+def test_build_orders_by_time_and_counts_drops(embedded):
+    table = _table(embedded)
+    ids = list(table.rows)
+    inter = [
+        ("u1", ids[2], 30.0),
+        ("u1", ids[0], 10.0),
+        ("u1", ids[1], 20.0),
+        ("u1", ids[1], 20.0),  # back-to-back duplicate
+        ("u1", "no-such-item", 25.0),
+        ("u2", ids[3], None),
+        ("u2", ids[4], None),
+        ("u3", ids[5], 1.0),  # too short: dropped
+    ]
+    ds = build_dataset("t", table, inter, DataOptions(min_sequence_length=2))
+    seqs = dict(zip(ds.sequences["user_id"], ds.sequences["item_ids"]))
+    assert seqs == {"u1": [ids[0], ids[1], ids[2]], "u2": [ids[3], ids[4]]}
+    assert ds.drops == {
+        "interactions_unknown_item": 1,
+        "unknown_item_ids": 1,
+        "consecutive_duplicates": 1,
+        "short_sequence_users": 1,
+        "short_sequence_interactions": 1,
+    }
+    assert ds.num_items == 30 and ds.attributes == ["title", "brand"]
+
+
+def test_keep_consecutive_duplicates(embedded):
+    table = _table(embedded)
+    ids = list(table.rows)
+    inter = [("u", ids[0], 1.0), ("u", ids[0], 2.0), ("u", ids[1], 3.0)]
+    ds = build_dataset("t", table, inter, DataOptions(consecutive_duplicates="keep"))
+    assert ds.sequences["item_ids"][0] == [ids[0], ids[0], ids[1]]
+
+
+def test_kcore_is_iterative(embedded):
+    table = _table(embedded)
+    a, b, c = list(table.rows)[:3]
+    # c has one interaction; removing it leaves u3 with one, so u3 goes too: a second round.
+    inter = [("u1", a, 1), ("u1", b, 2), ("u2", a, 1), ("u2", b, 2), ("u3", b, 1), ("u3", c, 2)]
+    ds = build_dataset("t", table, inter, DataOptions(kcore=2, min_sequence_length=2))
+    seqs = dict(zip(ds.sequences["user_id"], ds.sequences["item_ids"]))
+    assert seqs == {"u1": [a, b], "u2": [a, b]}
+    assert ds.drops["kcore_users"] == 1
+    assert set(ds.item_ids) == {a, b}
+    assert ds.drops["kcore_items"] == 28
+
+
+def test_duplicate_item_id_names_both_lines():
+    table = ItemTable(["title"])
+    table.add("X1", {"title": "a"}, "items.csv", 2)
+    with pytest.raises(
+        DataFormatError,
+        match=r"items.csv:7: field 'item_id': duplicate item id 'X1' \(first seen at line 2\)",
+    ):
+        table.add("X1", {"title": "b"}, "items.csv", 7)
+
+
+def test_empty_catalogue_and_no_users(embedded):
+    with pytest.raises(DataFormatError, match="items.json: the item table is empty"):
+        build_dataset("t", ItemTable(["title"]), [], source="items.json")
+    with pytest.raises(DataFormatError, match="no user has 3 or more"):
+        build_dataset("t", _table(embedded), [("u", "0", 1.0)], source="items.json")
+
+
+def test_bad_options():
+    with pytest.raises(DataFormatError, match="consecutive_duplicates"):
+        DataOptions(consecutive_duplicates="merge")
+    with pytest.raises(DataFormatError, match="kcore"):
+        DataOptions(kcore=0)
