@@ -91,3 +91,21 @@ def test_bad_options():
         DataOptions(consecutive_duplicates="merge")
     with pytest.raises(DataFormatError, match="kcore"):
         DataOptions(kcore=0)
+
+
+def test_encoding_and_gzip_errors_name_the_file(tmp_path, embedded):
+    import gzip
+
+    from store_hf.data import read_dataset
+
+    items = tmp_path / "items.csv"
+    items.write_bytes("item_id,title\n1,Caf\u00e9 press\n".encode("latin-1"))
+    inter = tmp_path / "interactions.csv"
+    inter.write_text("user_id,item_id\nu,1\n")
+    with pytest.raises(DataFormatError, match=r"items.csv: not valid utf-8 text"):
+        read_dataset(items=items, interactions=inter, format="generic")
+    bad_gz = tmp_path / "interactions.jsonl.gz"
+    bad_gz.write_bytes(gzip.compress(b'{"user_id": "u", "item_id": "1"}\n')[:-12])
+    items.write_text("item_id,title\n1,press\n")
+    with pytest.raises(DataFormatError, match=r"interactions.jsonl.gz: corrupt gzip file"):
+        read_dataset(items=items, interactions=bad_gz, format="generic")

@@ -7,7 +7,9 @@ import csv
 import gzip
 import json
 import os
+import zlib
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -32,9 +34,23 @@ def open_text(path: PathLike, encoding: str = "utf-8"):
     return open(p, encoding=encoding, newline="")
 
 
+@contextmanager
+def decoding_errors(path: PathLike, encoding: str = "utf-8") -> Iterator[None]:
+    """Turn encoding and compression errors met while reading ``path`` into a DataFormatError."""
+    try:
+        yield
+    except UnicodeDecodeError as e:
+        raise DataFormatError(
+            f"not valid {encoding} text ({e.reason} at byte {e.start}); pass the right encoding",
+            path,
+        ) from None
+    except (gzip.BadGzipFile, EOFError, zlib.error) as e:
+        raise DataFormatError(f"corrupt gzip file ({e})", path) from None
+
+
 def read_json(path: PathLike) -> Any:
     """Load a whole-file JSON document with a file/line error on malformed input."""
-    with open_text(path) as f:
+    with decoding_errors(path), open_text(path) as f:
         try:
             return json.load(f)
         except json.JSONDecodeError as e:
@@ -51,7 +67,7 @@ def iter_json_lines(
     ``allow_python_literals`` accepts lines written with Python's ``repr`` (single quotes), as in
     the 2014 Amazon metadata files.
     """
-    with open_text(path) as f:
+    with decoding_errors(path), open_text(path) as f:
         for lineno, line in enumerate(f, start=1):
             line = line.strip()
             if not line:
@@ -87,7 +103,7 @@ def iter_delimited(
     With ``fieldnames`` the file has no header and every row must have exactly that many fields;
     otherwise the first line is the header and ``required`` columns must be in it.
     """
-    with open_text(path, encoding=encoding) as f:
+    with decoding_errors(path, encoding), open_text(path, encoding=encoding) as f:
         reader = csv.reader(f, delimiter=delimiter, quoting=quoting)
         if fieldnames is None:
             try:
@@ -121,7 +137,7 @@ def iter_separated(
     path: PathLike, separator: str, fieldnames: list[str], encoding: str = "utf-8"
 ) -> Iterator[tuple[int, dict[str, str]]]:
     """Like :func:`iter_delimited` for multi-character separators (MovieLens-1M ``::``)."""
-    with open_text(path, encoding=encoding) as f:
+    with decoding_errors(path, encoding), open_text(path, encoding=encoding) as f:
         for lineno, line in enumerate(f, start=1):
             line = line.rstrip("\r\n")
             if not line.strip():
