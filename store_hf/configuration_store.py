@@ -1,0 +1,105 @@
+"""Configuration of STORE models (dense tokenizer and generative recommender)."""
+
+from __future__ import annotations
+
+from transformers import AutoConfig, PreTrainedConfig
+from transformers.configuration_utils import SubConfigSpec
+
+#: Task kinds of the dense tokenizer's post-pretraining (paper Table 2).
+RECONSTRUCTION = "reconstruction"
+GENERATION = "generation"
+
+#: LoRA target modules per backbone family: every attention and MLP projection.
+LORA_TARGETS = {
+    "opt": ["q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"],
+    "llama": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+}
+
+
+def default_tasks(
+    content_attributes: list[str], target_attributes: list[str]
+) -> list[dict[str, str]]:
+    """One task per target attribute: reconstruction if it is part of the content, else generation."""
+    return [
+        {"attribute": a, "kind": RECONSTRUCTION if a in content_attributes else GENERATION}
+        for a in target_attributes
+    ]
+
+
+class StoreConfig(PreTrainedConfig):
+    r"""Configuration of :class:`StoreTokenizerModel` and :class:`StoreForGenerativeRec`.
+
+    Args:
+        text_config: the backbone causal LM's config (OPT is the paper's; any decoder-only
+            ``AutoModelForCausalLM`` config works, e.g. Llama). A dict needs a ``model_type``.
+        num_dense_tokens: ``v``, dense tokens (and codes) per item (paper: 4).
+        content_attributes: item attributes written into the content block, in order.
+        tasks: post-pretraining tasks, each ``{"attribute": name, "kind": "reconstruction" |
+            "generation"}``; one learnable task embedding each. Default: reconstruct every content
+            attribute.
+        placeholder_scaling: how dense-token outputs are scaled before they fill the placeholders:
+            ``"rms"`` (default: RMS-normalise, then a learned gain initialised to the word-embedding
+            RMS) or ``"none"`` (the raw last-layer state, as the paper literally states).
+        max_content_length / max_target_length: token budgets of the content block and of each
+            task's target.
+        lora_r / lora_alpha / lora_dropout / lora_target_modules: LoRA on the backbone
+            (``lora_target_modules=None``: every attention and MLP projection of the family).
+        lora_active: whether the weights carry unmerged LoRA adapters (set by ``add_lora`` and
+            ``merge_lora``; lets ``from_pretrained`` rebuild them).
+        codebook_size / codebook_dim: k-means clusters per position (k) and PCA components (d).
+    """
+
+    model_type = "store"
+    sub_configs_defaults = {"text_config": SubConfigSpec(config_class=AutoConfig, model_type="opt")}
+
+    text_config: dict | PreTrainedConfig | None = None
+    num_dense_tokens: int = 4
+    content_attributes: list[str] | None = None
+    tasks: list[dict] | None = None
+    placeholder_scaling: str = "rms"
+    max_content_length: int = 256
+    max_target_length: int = 64
+    lora_r: int = 32
+    lora_alpha: int = 64
+    lora_dropout: float = 0.05
+    lora_target_modules: list[str] | None = None
+    lora_active: bool = False
+    codebook_size: int = 256
+    codebook_dim: int = 32
+
+    def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)
+        if self.num_dense_tokens < 1:
+            raise ValueError(
+                f"StoreConfig.num_dense_tokens must be >= 1, got {self.num_dense_tokens}"
+            )
+        if self.placeholder_scaling not in ("rms", "none"):
+            raise ValueError(
+                f"StoreConfig.placeholder_scaling must be 'rms' or 'none', got {self.placeholder_scaling!r}"
+            )
+        if self.content_attributes is None:
+            self.content_attributes = ["title"]
+        if self.tasks is None:
+            self.tasks = default_tasks(self.content_attributes, self.content_attributes)
+        for i, task in enumerate(self.tasks):
+            if set(task) != {"attribute", "kind"} or task["kind"] not in (
+                RECONSTRUCTION,
+                GENERATION,
+            ):
+                raise ValueError(
+                    f"StoreConfig.tasks[{i}] must be {{'attribute': str, 'kind': 'reconstruction'|'generation'}}, got {task}"
+                )
+        if self.lora_target_modules is None:
+            family = "opt" if self.text_config.model_type == "opt" else "llama"
+            self.lora_target_modules = list(LORA_TARGETS[family])
+
+    @property
+    def num_tasks(self) -> int:
+        return len(self.tasks)
+
+    @property
+    def hidden_size(self) -> int:
+        return self.text_config.hidden_size
+
+
+__all__ = ["StoreConfig"]

@@ -1,0 +1,83 @@
+"""Tiny randomly initialised backbones built in code (no Hub access in tests)."""
+
+import torch
+from transformers import LlamaConfig, OPTConfig
+
+from store_hf.configuration_store import StoreConfig
+
+
+def tiny_text_config(family: str, attn: str = "eager", vocab_size: int = 128):
+    if family == "opt":
+        cfg = OPTConfig(
+            vocab_size=vocab_size,
+            hidden_size=32,
+            num_hidden_layers=2,
+            ffn_dim=64,
+            num_attention_heads=4,
+            word_embed_proj_dim=32,
+            max_position_embeddings=256,
+            dropout=0.0,
+            attention_dropout=0.0,
+            pad_token_id=1,
+            bos_token_id=2,
+            eos_token_id=2,
+        )
+    else:
+        cfg = LlamaConfig(
+            vocab_size=vocab_size,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=256,
+            pad_token_id=0,
+            bos_token_id=1,
+            eos_token_id=2,
+        )
+    cfg._attn_implementation = attn
+    return cfg
+
+
+def tiny_store_config(family: str = "opt", attn: str = "eager", **kwargs) -> StoreConfig:
+    kwargs.setdefault("content_attributes", ["title", "brand"])
+    kwargs.setdefault(
+        "tasks",
+        [
+            {"attribute": "title", "kind": "reconstruction"},
+            {"attribute": "brand", "kind": "reconstruction"},
+            {"attribute": "categories", "kind": "generation"},
+            {"attribute": "description", "kind": "generation"},
+        ],
+    )
+    kwargs.setdefault("lora_r", 4)
+    kwargs.setdefault("lora_alpha", 8)
+    kwargs.setdefault("lora_dropout", 0.0)
+    return StoreConfig(text_config=tiny_text_config(family, attn), **kwargs)
+
+
+def random_batch(
+    num_items=3, content_lens=(7, 4, 9), target_lens=(3, 5, 2, 4), vocab=128, seed=0, num_tasks=4
+):
+    """A collated batch: left-padded content, every item with every task, right-padded labels."""
+    g = torch.Generator().manual_seed(seed)
+    width = max(content_lens)
+    ids = torch.full((num_items, width), 1, dtype=torch.long)
+    mask = torch.zeros((num_items, width), dtype=torch.long)
+    for i, n in enumerate(content_lens[:num_items]):
+        ids[i, width - n :] = torch.randint(3, vocab, (n,), generator=g)
+        mask[i, width - n :] = 1
+    item_index = torch.arange(num_items).repeat_interleave(num_tasks)
+    task_ids = torch.arange(num_tasks).repeat(num_items)
+    t_width = max(target_lens)
+    labels = torch.full((len(item_index), t_width), -100, dtype=torch.long)
+    for s in range(len(item_index)):
+        n = target_lens[s % len(target_lens)]
+        labels[s, :n] = torch.randint(3, vocab, (n,), generator=g)
+    return {
+        "content_input_ids": ids,
+        "content_attention_mask": mask,
+        "task_item_index": item_index,
+        "task_ids": task_ids,
+        "labels": labels,
+    }
