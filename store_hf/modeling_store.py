@@ -124,6 +124,11 @@ class StoreTokenizerModel(StorePreTrainedModel):
     """
 
     def __init__(self, config: StoreConfig, backbone: PreTrainedModel | None = None) -> None:
+        if backbone is not None and backbone.config._attn_implementation is None:
+            # transformers 5 resets a sub-config's attention implementation to None when a wrapper
+            # config is built around it; the backbone would then run without any causal mask.
+            # The top-level setter propagates into text_config (the backbone's config).
+            config._attn_implementation = config._attn_implementation or "sdpa"
         super().__init__(config)
         self.backbone = (
             backbone
@@ -193,7 +198,9 @@ class StoreTokenizerModel(StorePreTrainedModel):
         backbone, tokenizer = load_backbone(
             name_or_path, dtype=dtype, attn_implementation=attn_implementation
         )
-        config = StoreConfig(text_config=backbone.config, **config_kwargs)
+        config = StoreConfig(
+            text_config=backbone.config, attn_implementation=backbone.config._attn_implementation, **config_kwargs
+        )
         model = cls(config, backbone=backbone)
         model.reset_store_embeddings()
         return model.to(dtype), tokenizer
@@ -279,6 +286,29 @@ class StoreTokenizerModel(StorePreTrainedModel):
         targets = self._embed(labels[:, :-1].clamp_min(0))
         return torch.cat([task.to(targets.dtype), targets], dim=1)
 
+    def decode_states(self, dense: torch.Tensor, task_ids: torch.LongTensor, labels: torch.LongTensor) -> torch.Tensor:
+        """Pass 2 of the fast path: ``[PH][task token][target]`` for each sample.
+
+        Args:
+            dense: ``(num_samples, v, dim)`` dense-token states of each sample's item (any item's:
+                swapping them in is how one measures what the dense tokens carry).
+            task_ids: ``(num_samples,)``; labels: ``(num_samples, T)`` as in :meth:`forward`.
+
+        Returns:
+            ``(num_samples, T, dim)`` last-layer states of the task block.
+        """
+        task_inputs = self._task_inputs(task_ids, labels)
+        placeholders = self.placeholder_scaler(dense).to(task_inputs.dtype)
+        # [PH][task][target] with right padding is plain causal attention: real positions never
+        # look at the trailing pads, so no mask is needed (and sdpa can take its causal kernel).
+        inputs = torch.cat([placeholders, task_inputs], dim=1)
+        positions = torch.arange(inputs.shape[1], device=inputs.device).unsqueeze(0).expand(inputs.shape[0], -1)
+        return self._run(inputs, None, positions)[:, dense.shape[1] :]
+
+    def target_loss(self, dense, task_ids, labels, num_items_in_batch=None) -> torch.Tensor:
+        """Mean target-token cross-entropy given each sample's dense states ``(N, v, dim)``."""
+        return self._loss(self.decode_states(dense, task_ids, labels), labels, num_items_in_batch)
+
     def _loss(self, states: torch.Tensor, labels: torch.LongTensor, num_items_in_batch=None):
         """Cross-entropy of the task-block states ``(N, T, dim)`` against ``labels`` ``(N, T)``.
 
@@ -317,21 +347,9 @@ class StoreTokenizerModel(StorePreTrainedModel):
         """
         if path == "fast":
             dense = self.encode_dense(content_input_ids, content_attention_mask)
-            placeholders = self.placeholder_scaler(dense)[task_item_index]
-            task_inputs = self._task_inputs(task_ids, labels)
-            # [PH][task][target] with right padding is causal attention: no mask needed, since
-            # real positions never look at the trailing pads.
-            inputs = torch.cat([placeholders.to(task_inputs.dtype), task_inputs], dim=1)
-            positions = (
-                torch.arange(inputs.shape[1], device=inputs.device)
-                .unsqueeze(0)
-                .expand(inputs.shape[0], -1)
-            )
-            states = self._run(inputs, None, positions)[:, dense.shape[1] :]
+            states = self.decode_states(dense[task_item_index], task_ids, labels)
         elif path == "literal":
-            dense, states = self._literal_forward(
-                content_input_ids, content_attention_mask, task_item_index, task_ids, labels
-            )
+            dense, states = self._literal_forward(content_input_ids, content_attention_mask, task_item_index, task_ids, labels)
         else:
             raise ValueError(f"path must be 'fast' or 'literal', got {path!r}")
         loss = self._loss(states, labels, num_items_in_batch)

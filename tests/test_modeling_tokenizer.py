@@ -15,6 +15,7 @@ BACKBONES = [("opt", "eager"), ("opt", "sdpa"), ("llama", "eager"), ("llama", "s
 def _model(family, attn, lora=True, **kwargs):
     torch.manual_seed(0)
     model = StoreTokenizerModel(tiny_store_config(family, attn, **kwargs))
+    assert model.backbone.config._attn_implementation == attn
     if lora:
         model.add_lora()
         with torch.no_grad():  # LoRA B starts at zero; make the adapters matter
@@ -74,6 +75,22 @@ def test_cascaded_mask_does_not_leak(family, attn):
     other_ph = embeds.clone()
     other_ph[:, c + v : c + 2 * v] += torch.randn_like(other_ph[:, c + v : c + 2 * v])
     assert (task_logits(other_ph) - base).abs().max() > 1e-2
+
+
+def test_wrapping_a_loaded_backbone_keeps_causal_attention():
+    from tiny import tiny_text_config
+    from transformers import AutoModelForCausalLM
+
+    from store_hf.configuration_store import StoreConfig
+
+    backbone = AutoModelForCausalLM.from_config(tiny_text_config("llama", "eager"))
+    model = StoreTokenizerModel(StoreConfig(text_config=backbone.config), backbone=backbone).eval()
+    assert model.backbone.config._attn_implementation is not None
+    # causal: the first position's state must not depend on later tokens
+    ids = torch.randint(3, 100, (1, 6))
+    first = model._run(model._embed(ids), None, torch.arange(6)[None])[0, 0]
+    ids[0, 3:] = torch.randint(3, 100, (3,))
+    torch.testing.assert_close(model._run(model._embed(ids), None, torch.arange(6)[None])[0, 0], first)
 
 
 def test_dense_tokens_do_not_depend_on_padding():
