@@ -28,24 +28,34 @@ from store_hf.tokenizer_training import (
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", help="dataset folder (default: the embedded Amazon Scientific set)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--dataset", help="dataset folder (default: the embedded Amazon Scientific set)"
+    )
     parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
     parser.add_argument("--backbone", help="override the preset's backbone (Hub id, folder, .gguf)")
     parser.add_argument("--output-dir", required=True)
     parser.add_argument("--max-items", type=int, help="override the preset's training subset size")
-    parser.add_argument("--eval-items", type=int, default=96, help="held-out items for the own/other loss")
+    parser.add_argument(
+        "--eval-items", type=int, default=96, help="held-out items for the own/other loss"
+    )
     parser.add_argument("--epochs", type=float, help="override the preset's epochs")
     parser.add_argument("--placeholder-scaling", choices=["rms", "none"], default="rms")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
 
     torch.manual_seed(args.seed)
     preset = get_preset(args.preset, **({"backbone": args.backbone} if args.backbone else {}))
     dataset = read_dataset(args.dataset) if args.dataset else load_embedded_dataset()
     items = dataset.items.shuffle(seed=args.seed)
-    n_train = min(args.max_items or preset.tokenizer.max_items or len(items), len(items) - args.eval_items)
+    n_train = min(
+        args.max_items or preset.tokenizer.max_items or len(items), len(items) - args.eval_items
+    )
     train_items = items.select(range(n_train))
     eval_items = items.select(range(len(items) - args.eval_items, len(items)))
 
@@ -57,9 +67,13 @@ def main() -> None:
     logging.info("before training: %s", before)
 
     overrides = {"num_train_epochs": args.epochs} if args.epochs else {}
-    training_args = tokenizer_training_arguments(Path(args.output_dir) / "checkpoints", preset.tokenizer, seed=args.seed, **overrides)
+    training_args = tokenizer_training_arguments(
+        Path(args.output_dir) / "checkpoints", preset.tokenizer, seed=args.seed, **overrides
+    )
     start = time.time()
-    trainer = train_dense_tokenizer(model, tokenizer, train_items, training_args, resume_from_checkpoint=None)
+    trainer = train_dense_tokenizer(
+        model, tokenizer, train_items, training_args, resume_from_checkpoint=None
+    )
     seconds = time.time() - start
     after = dense_information_gap(model, tokenizer, eval_items)
     logging.info("after training: %s", after)
@@ -81,7 +95,11 @@ def main() -> None:
             "after": after,
         }
         (out / "tokenizer_metrics.json").write_text(json.dumps(report, indent=2))
-        print(json.dumps({"before": before, "after": after, "train_seconds": round(seconds, 1)}, indent=2))
+        print(
+            json.dumps(
+                {"before": before, "after": after, "train_seconds": round(seconds, 1)}, indent=2
+            )
+        )
 
 
 if __name__ == "__main__":

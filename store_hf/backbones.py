@@ -61,33 +61,59 @@ def load_backbone(
     tokenizer = load_tokenizer(name_or_path)
     if str(name_or_path) in TINY_BACKBONES:
         config = tiny_backbone_config(
-            TINY_BACKBONES[str(name_or_path)], len(tokenizer), tokenizer.pad_token_id, tokenizer.eos_token_id, tokenizer.bos_token_id
+            TINY_BACKBONES[str(name_or_path)],
+            len(tokenizer),
+            tokenizer.pad_token_id,
+            tokenizer.eos_token_id,
+            tokenizer.bos_token_id,
         )
         if attn_implementation:
             config._attn_implementation = attn_implementation
         return AutoModelForCausalLM.from_config(config, dtype=dtype), tokenizer
     folder, gguf_file = resolve_backbone(name_or_path)
     kwargs = {"gguf_file": gguf_file} if gguf_file else {}
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, attn_implementation=attn_implementation, **kwargs)
+    model = AutoModelForCausalLM.from_pretrained(
+        folder, dtype=dtype, attn_implementation=attn_implementation, **kwargs
+    )
     return model, tokenizer
 
 
 TINY_BACKBONES = {"tiny-opt": "opt", "tiny-llama": "llama"}
 
 
-def tiny_backbone_config(family: str, vocab_size: int, pad_token_id: int, eos_token_id: int, bos_token_id: int | None):
+def tiny_backbone_config(
+    family: str, vocab_size: int, pad_token_id: int, eos_token_id: int, bos_token_id: int | None
+):
     """A small randomly initialised config (hidden 64, 2 layers) for tests and the ``tiny`` preset."""
     from transformers import LlamaConfig, OPTConfig
 
-    common = {"vocab_size": vocab_size, "pad_token_id": pad_token_id, "eos_token_id": eos_token_id, "bos_token_id": bos_token_id}
+    common = {
+        "vocab_size": vocab_size,
+        "pad_token_id": pad_token_id,
+        "eos_token_id": eos_token_id,
+        "bos_token_id": bos_token_id,
+    }
     if family == "opt":
         return OPTConfig(
-            hidden_size=64, num_hidden_layers=2, ffn_dim=128, num_attention_heads=4, word_embed_proj_dim=64,
-            max_position_embeddings=512, dropout=0.0, attention_dropout=0.0, **common,
+            hidden_size=64,
+            num_hidden_layers=2,
+            ffn_dim=128,
+            num_attention_heads=4,
+            word_embed_proj_dim=64,
+            max_position_embeddings=512,
+            dropout=0.0,
+            attention_dropout=0.0,
+            **common,
         )
     return LlamaConfig(
-        hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-        max_position_embeddings=512, tie_word_embeddings=True, **common,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        tie_word_embeddings=True,
+        **common,
     )
 
 
@@ -97,7 +123,9 @@ def load_tokenizer(name_or_path: str | os.PathLike) -> PreTrainedTokenizerBase:
     if name in TINY_BACKBONES:
         name = "smollm2-135m"
     folder, gguf_file = resolve_backbone(name)
-    tokenizer = AutoTokenizer.from_pretrained(folder, **({"gguf_file": gguf_file} if gguf_file else {}))
+    tokenizer = AutoTokenizer.from_pretrained(
+        folder, **({"gguf_file": gguf_file} if gguf_file else {})
+    )
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer

@@ -23,7 +23,12 @@ def format_content(row: Mapping[str, Any], attributes: Sequence[str]) -> str:
     return "; ".join(parts) if parts else "(no text)"
 
 
-def tokenize_items(items: Dataset, tokenizer: PreTrainedTokenizerBase, config: StoreConfig, num_proc: int | None = None) -> Dataset:
+def tokenize_items(
+    items: Dataset,
+    tokenizer: PreTrainedTokenizerBase,
+    config: StoreConfig,
+    num_proc: int | None = None,
+) -> Dataset:
     """Tokenise an item table once for all epochs.
 
     Returns a Dataset with ``item_id``, ``content_ids`` (list of int, at most
@@ -31,9 +36,15 @@ def tokenize_items(items: Dataset, tokenizer: PreTrainedTokenizerBase, config: S
     ending with EOS, at most ``config.max_target_length`` long; empty where the item lacks that
     attribute, so the task is skipped for it).
     """
-    missing = [a for a in {*config.content_attributes, *(t["attribute"] for t in config.tasks)} if a not in items.column_names]
+    missing = [
+        a
+        for a in {*config.content_attributes, *(t["attribute"] for t in config.tasks)}
+        if a not in items.column_names
+    ]
     if missing:
-        raise ValueError(f"the item table has no attribute(s) {sorted(missing)}; it has {items.column_names}")
+        raise ValueError(
+            f"the item table has no attribute(s) {sorted(missing)}; it has {items.column_names}"
+        )
     eos = tokenizer.eos_token_id
     if eos is None:
         raise ValueError("the tokenizer has no eos_token_id; targets need an end marker")
@@ -41,15 +52,30 @@ def tokenize_items(items: Dataset, tokenizer: PreTrainedTokenizerBase, config: S
 
     def encode(batch: dict[str, list]) -> dict[str, list]:
         rows = [dict(zip(batch, values)) for values in zip(*batch.values())]
-        content = tokenizer([format_content(r, config.content_attributes) for r in rows], truncation=True, max_length=config.max_content_length)["input_ids"]
+        content = tokenizer(
+            [format_content(r, config.content_attributes) for r in rows],
+            truncation=True,
+            max_length=config.max_content_length,
+        )["input_ids"]
         targets = []
         for task in config.tasks:
             texts = [r[task["attribute"]] for r in rows]
-            ids = tokenizer(texts, add_special_tokens=False, truncation=True, max_length=max_target)["input_ids"]
+            ids = tokenizer(
+                texts, add_special_tokens=False, truncation=True, max_length=max_target
+            )["input_ids"]
             targets.append([t + [eos] if text else [] for t, text in zip(ids, texts)])
-        return {"content_ids": content, "target_ids": [list(per_item) for per_item in zip(*targets)]}
+        return {
+            "content_ids": content,
+            "target_ids": [list(per_item) for per_item in zip(*targets)],
+        }
 
-    return items.map(encode, batched=True, remove_columns=[c for c in items.column_names if c != "item_id"], num_proc=num_proc, desc="tokenize items")
+    return items.map(
+        encode,
+        batched=True,
+        remove_columns=[c for c in items.column_names if c != "item_id"],
+        num_proc=num_proc,
+        desc="tokenize items",
+    )
 
 
 @dataclass

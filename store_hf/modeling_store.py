@@ -199,7 +199,9 @@ class StoreTokenizerModel(StorePreTrainedModel):
             name_or_path, dtype=dtype, attn_implementation=attn_implementation
         )
         config = StoreConfig(
-            text_config=backbone.config, attn_implementation=backbone.config._attn_implementation, **config_kwargs
+            text_config=backbone.config,
+            attn_implementation=backbone.config._attn_implementation,
+            **config_kwargs,
         )
         model = cls(config, backbone=backbone)
         model.reset_store_embeddings()
@@ -286,7 +288,9 @@ class StoreTokenizerModel(StorePreTrainedModel):
         targets = self._embed(labels[:, :-1].clamp_min(0))
         return torch.cat([task.to(targets.dtype), targets], dim=1)
 
-    def decode_states(self, dense: torch.Tensor, task_ids: torch.LongTensor, labels: torch.LongTensor) -> torch.Tensor:
+    def decode_states(
+        self, dense: torch.Tensor, task_ids: torch.LongTensor, labels: torch.LongTensor
+    ) -> torch.Tensor:
         """Pass 2 of the fast path: ``[PH][task token][target]`` for each sample.
 
         Args:
@@ -302,7 +306,11 @@ class StoreTokenizerModel(StorePreTrainedModel):
         # [PH][task][target] with right padding is plain causal attention: real positions never
         # look at the trailing pads, so no mask is needed (and sdpa can take its causal kernel).
         inputs = torch.cat([placeholders, task_inputs], dim=1)
-        positions = torch.arange(inputs.shape[1], device=inputs.device).unsqueeze(0).expand(inputs.shape[0], -1)
+        positions = (
+            torch.arange(inputs.shape[1], device=inputs.device)
+            .unsqueeze(0)
+            .expand(inputs.shape[0], -1)
+        )
         return self._run(inputs, None, positions)[:, dense.shape[1] :]
 
     def target_loss(self, dense, task_ids, labels, num_items_in_batch=None) -> torch.Tensor:
@@ -349,7 +357,9 @@ class StoreTokenizerModel(StorePreTrainedModel):
             dense = self.encode_dense(content_input_ids, content_attention_mask)
             states = self.decode_states(dense[task_item_index], task_ids, labels)
         elif path == "literal":
-            dense, states = self._literal_forward(content_input_ids, content_attention_mask, task_item_index, task_ids, labels)
+            dense, states = self._literal_forward(
+                content_input_ids, content_attention_mask, task_item_index, task_ids, labels
+            )
         else:
             raise ValueError(f"path must be 'fast' or 'literal', got {path!r}")
         loss = self._loss(states, labels, num_items_in_batch)

@@ -89,7 +89,9 @@ def train_dense_tokenizer(
         the ``Trainer`` after training (its ``state.log_history`` has the loss curve).
     """
     train_ds = tokenize_items(items, tokenizer, model.config)
-    eval_ds = tokenize_items(eval_items, tokenizer, model.config) if eval_items is not None else None
+    eval_ds = (
+        tokenize_items(eval_items, tokenizer, model.config) if eval_items is not None else None
+    )
     trainer = Trainer(
         model=model,
         args=args,
@@ -131,12 +133,16 @@ def dense_information_gap(
             continue
         batch = {k: v.to(model.device) for k, v in batch.items()}
         dense = model.encode_dense(batch["content_input_ids"], batch["content_attention_mask"])
-        shift = torch.randint(1, n, (1,), generator=gen).item()  # a cyclic shift: no item keeps its own
+        shift = torch.randint(
+            1, n, (1,), generator=gen
+        ).item()  # a cyclic shift: no item keeps its own
         other = torch.roll(torch.arange(n, device=dense.device), shift)
         idx, labels = batch["task_item_index"], batch["labels"]
         count = int((labels != -100).sum())
         sums["own"] += float(model.target_loss(dense[idx], batch["task_ids"], labels)) * count
-        sums["other"] += float(model.target_loss(dense[other][idx], batch["task_ids"], labels)) * count
+        sums["other"] += (
+            float(model.target_loss(dense[other][idx], batch["task_ids"], labels)) * count
+        )
         tokens += count
     own, other = sums["own"] / max(tokens, 1), sums["other"] / max(tokens, 1)
     return {

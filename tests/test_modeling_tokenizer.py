@@ -90,7 +90,9 @@ def test_wrapping_a_loaded_backbone_keeps_causal_attention():
     ids = torch.randint(3, 100, (1, 6))
     first = model._run(model._embed(ids), None, torch.arange(6)[None])[0, 0]
     ids[0, 3:] = torch.randint(3, 100, (3,))
-    torch.testing.assert_close(model._run(model._embed(ids), None, torch.arange(6)[None])[0, 0], first)
+    torch.testing.assert_close(
+        model._run(model._embed(ids), None, torch.arange(6)[None])[0, 0], first
+    )
 
 
 def test_dense_tokens_do_not_depend_on_padding():

@@ -53,7 +53,9 @@ def tiny_store_config(family: str = "opt", attn: str = "eager", **kwargs) -> Sto
     kwargs.setdefault("lora_r", 4)
     kwargs.setdefault("lora_alpha", 8)
     kwargs.setdefault("lora_dropout", 0.0)
-    return StoreConfig(text_config=tiny_text_config(family, attn), attn_implementation=attn, **kwargs)
+    return StoreConfig(
+        text_config=tiny_text_config(family, attn), attn_implementation=attn, **kwargs
+    )
 
 
 def random_batch(
