@@ -17,10 +17,12 @@ from pathlib import Path
 
 import torch
 
+from store_hf.collators import DenseTokenizerCollator, tokenize_items
 from store_hf.data import load_embedded_dataset, read_dataset
 from store_hf.presets import PRESETS, get_preset
 from store_hf.tokenizer_training import (
     build_tokenizer_model,
+    calibrate_placeholder_scaler,
     dense_information_gap,
     tokenizer_training_arguments,
     train_dense_tokenizer,
@@ -42,8 +44,14 @@ def main() -> None:
         "--eval-items", type=int, default=96, help="held-out items for the own/other loss"
     )
     parser.add_argument("--epochs", type=float, help="override the preset's epochs")
-    parser.add_argument("--placeholder-scaling", choices=["rms", "none"], default="rms")
+    parser.add_argument(
+        "--placeholder-scaling", choices=["standardize", "rms", "none"], default="standardize"
+    )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--lr", type=float, help="override the preset's learning rate (LoRA)")
+    parser.add_argument(
+        "--embedding-lr", type=float, help="learning rate of dense/task embeddings, gain"
+    )
     args = parser.parse_args()
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -59,20 +67,29 @@ def main() -> None:
     train_items = items.select(range(n_train))
     eval_items = items.select(range(len(items) - args.eval_items, len(items)))
 
-    model, tokenizer = build_tokenizer_model(preset, dataset.attributes)
-    model.config.placeholder_scaling = args.placeholder_scaling
-    if args.placeholder_scaling == "none":
-        model.placeholder_scaler.gain = None
+    model, tokenizer = build_tokenizer_model(
+        preset, dataset.attributes, placeholder_scaling=args.placeholder_scaling
+    )
+    collator = DenseTokenizerCollator(tokenizer.pad_token_id)
+    calibrate_placeholder_scaler(
+        model, collator, tokenize_items(train_items, tokenizer, model.config)
+    )
     before = dense_information_gap(model, tokenizer, eval_items)
     logging.info("before training: %s", before)
 
     overrides = {"num_train_epochs": args.epochs} if args.epochs else {}
+    if args.lr:
+        overrides["learning_rate"] = args.lr
     training_args = tokenizer_training_arguments(
         Path(args.output_dir) / "checkpoints", preset.tokenizer, seed=args.seed, **overrides
     )
     start = time.time()
     trainer = train_dense_tokenizer(
-        model, tokenizer, train_items, training_args, resume_from_checkpoint=None
+        model,
+        tokenizer,
+        train_items,
+        training_args,
+        embedding_learning_rate=args.embedding_lr or preset.tokenizer.embedding_learning_rate,
     )
     seconds = time.time() - start
     after = dense_information_gap(model, tokenizer, eval_items)
@@ -87,6 +104,9 @@ def main() -> None:
             "preset": preset.name,
             "backbone": preset.backbone,
             "placeholder_scaling": args.placeholder_scaling,
+            "learning_rate": training_args.learning_rate,
+            "embedding_learning_rate": args.embedding_lr
+            or preset.tokenizer.embedding_learning_rate,
             "train_items": n_train,
             "eval_items": args.eval_items,
             "train_seconds": round(seconds, 1),

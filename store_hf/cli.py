@@ -7,6 +7,7 @@ import json
 import logging
 import sys
 
+from .clustering import embedding_memory
 from .data import (
     DataFormatError,
     DataOptions,
@@ -57,6 +58,12 @@ def load_from_args(args: argparse.Namespace):
 def _describe(args: argparse.Namespace) -> int:
     dataset = load_from_args(args)
     stats = dataset.statistics()
+    stats["memory"] = {
+        "hidden_size": args.hidden_size,
+        **embedding_memory(
+            len(dataset.items), args.hidden_size, args.codebook_size, args.num_dense_tokens
+        ),
+    }
     print(json.dumps(stats, indent=2) if args.json else format_statistics(stats))
     return 0
 
@@ -68,6 +75,11 @@ def build_parser() -> argparse.ArgumentParser:
     describe = sub.add_parser("describe", help="read a dataset and print its statistics")
     _add_data_arguments(describe)
     describe.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    describe.add_argument(
+        "--hidden-size", type=int, default=1024, help="D of the memory model (OPT-350m: 1024)"
+    )
+    describe.add_argument("--codebook-size", type=int, default=256, help="k, clusters per position")
+    describe.add_argument("--num-dense-tokens", type=int, default=4, help="v, code positions")
     describe.set_defaults(func=_describe)
     return parser
 

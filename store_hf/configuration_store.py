@@ -37,9 +37,10 @@ class StoreConfig(PreTrainedConfig):
         tasks: post-pretraining tasks, each ``{"attribute": name, "kind": "reconstruction" |
             "generation"}``; one learnable task embedding each. Default: reconstruct every content
             attribute.
-        placeholder_scaling: how dense-token outputs are scaled before they fill the placeholders:
-            ``"rms"`` (default: RMS-normalise, then a learned gain initialised to the word-embedding
-            RMS) or ``"none"`` (the raw last-layer state, as the paper literally states).
+        placeholder_scaling: how dense-token outputs are mapped to placeholder inputs:
+            ``"standardize"`` (default: per-dimension centre/scale measured on real items, then a
+            learned gain and bias), ``"rms"`` (RMS-normalise, learned gain) or ``"none"`` (the raw
+            last-layer state, as the paper literally states). See ``PlaceholderScaler``.
         max_content_length / max_target_length: token budgets of the content block and of each
             task's target.
         lora_r / lora_alpha / lora_dropout / lora_target_modules: LoRA on the backbone
@@ -56,7 +57,7 @@ class StoreConfig(PreTrainedConfig):
     num_dense_tokens: int = 4
     content_attributes: list[str] | None = None
     tasks: list[dict] | None = None
-    placeholder_scaling: str = "rms"
+    placeholder_scaling: str = "standardize"
     max_content_length: int = 256
     max_target_length: int = 64
     lora_r: int = 32
@@ -73,9 +74,10 @@ class StoreConfig(PreTrainedConfig):
             raise ValueError(
                 f"StoreConfig.num_dense_tokens must be >= 1, got {self.num_dense_tokens}"
             )
-        if self.placeholder_scaling not in ("rms", "none"):
+        if self.placeholder_scaling not in ("standardize", "rms", "none"):
             raise ValueError(
-                f"StoreConfig.placeholder_scaling must be 'rms' or 'none', got {self.placeholder_scaling!r}"
+                "StoreConfig.placeholder_scaling must be 'standardize', 'rms' or 'none', "
+                f"got {self.placeholder_scaling!r}"
             )
         if self.content_attributes is None:
             self.content_attributes = ["title"]

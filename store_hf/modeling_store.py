@@ -87,24 +87,59 @@ class StorePreTrainedModel(PreTrainedModel):
 
 
 class PlaceholderScaler(nn.Module):
-    """Maps dense-token outputs to placeholder inputs.
+    """Maps dense-token outputs ``(..., dim)`` to placeholder inputs ``(..., dim)``.
 
-    Last-layer states are an order of magnitude larger in norm than input embeddings (about 48 vs 3
-    in SmolLM2-135M), so feeding them raw puts the placeholders far outside the distribution the
-    first layer was trained on. ``"rms"`` normalises each state to unit RMS and multiplies by a
-    learned per-dimension gain initialised to the word embeddings' RMS; ``"none"`` is the identity.
+    Last-layer states do not look like input embeddings: in SmolLM2-135M their norm is about 50
+    against 2.5, and about 94% of their energy is a component shared by every item (one outlier
+    dimension alone averages 32). Modes:
+
+    - ``"standardize"`` (default): subtract a per-dimension centre and divide by a per-dimension
+      scale, both measured over real items by :meth:`calibrate` (buffers, saved with the model),
+      then apply a learned gain and bias initialised to the word embeddings' per-dimension std and
+      mean. What differs between items becomes the whole signal, at the scale of an embedding.
+    - ``"rms"``: RMS-normalise each state, times a learned gain initialised to the embedding RMS.
+    - ``"none"``: the raw state, as the paper's text literally says.
     """
 
     def __init__(self, hidden_size: int, mode: str) -> None:
         super().__init__()
         self.mode = mode
-        self.gain = nn.Parameter(torch.ones(hidden_size)) if mode == "rms" else None
+        self.gain = (
+            nn.Parameter(torch.ones(hidden_size)) if mode in ("rms", "standardize") else None
+        )
+        self.bias = nn.Parameter(torch.zeros(hidden_size)) if mode == "standardize" else None
+        if mode == "standardize":
+            self.register_buffer("center", torch.zeros(hidden_size))
+            self.register_buffer("scale", torch.ones(hidden_size))
+
+    @torch.no_grad()
+    def reset_parameters(self, embedding_table: torch.Tensor) -> None:
+        """Start the gain (and bias) at the statistics of the word-embedding table ``(vocab, dim)``."""
+        table = embedding_table.float()
+        if self.mode == "rms":
+            self.gain.fill_(float(table.pow(2).mean(-1).sqrt().mean()))
+        elif self.mode == "standardize":
+            self.gain.copy_(table.std(0))
+            self.bias.copy_(table.mean(0))
+
+    @torch.no_grad()
+    def calibrate(self, states: torch.Tensor) -> None:
+        """Measure the centre and scale on dense-token states ``(num_items, v, dim)``."""
+        if self.mode != "standardize":
+            return
+        flat = states.float().reshape(-1, states.shape[-1])
+        self.center.copy_(flat.mean(0))
+        self.scale.copy_(flat.std(0).clamp_min(1e-3))
 
     def forward(self, states: torch.Tensor) -> torch.Tensor:
-        if self.gain is None:
+        if self.mode == "none":
             return states
-        rms = states.float().pow(2).mean(-1, keepdim=True).add(1e-6).rsqrt()
-        return (states.float() * rms).to(states.dtype) * self.gain.to(states.dtype)
+        x = states.float()
+        if self.mode == "rms":
+            x = x * x.pow(2).mean(-1, keepdim=True).add(1e-6).rsqrt() * self.gain
+        else:
+            x = (x - self.center) / self.scale * self.gain + self.bias
+        return x.to(states.dtype)
 
 
 class StoreTokenizerModel(StorePreTrainedModel):
@@ -166,9 +201,17 @@ class StoreTokenizerModel(StorePreTrainedModel):
         for param in (self.dense_embeddings, self.task_embeddings):
             noise = torch.randn(param.shape, generator=gen)
             param.copy_((mean + noise * std).to(param.dtype))
-        if self.placeholder_scaler.gain is not None:
-            rms = table.pow(2).mean(-1).sqrt().mean()
-            self.placeholder_scaler.gain.fill_(float(rms))
+        self.placeholder_scaler.reset_parameters(table)
+
+    @torch.no_grad()
+    def calibrate_placeholders(
+        self, content_input_ids: torch.LongTensor, content_attention_mask: torch.LongTensor
+    ) -> None:
+        """Measure the placeholder scaler's centre and scale on these items' dense tokens
+        (``"standardize"`` mode; call once on a few dozen real items before training)."""
+        self.placeholder_scaler.calibrate(
+            self.encode_dense(content_input_ids, content_attention_mask)
+        )
 
     @classmethod
     def from_backbone(

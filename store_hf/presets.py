@@ -12,6 +12,9 @@ class TokenizerStageSettings:
 
     max_items: int | None = None  # train on a random subset of the catalogue (None: all items)
     learning_rate: float = 1e-4
+    # dense/task embeddings and the placeholder gain (None: learning_rate); new parameters that
+    # start from scratch, while LoRA only nudges a pretrained model
+    embedding_learning_rate: float | None = None
     batch_size: int = 512  # items per optimiser step (each item gives one sample per task)
     per_device_batch_size: int = 32
     num_epochs: float = 1.0

@@ -19,17 +19,22 @@ logger = logging.getLogger(__name__)
 
 
 def build_tokenizer_model(
-    preset: Preset, attributes: list[str], attn_implementation: str | None = None
+    preset: Preset,
+    attributes: list[str],
+    attn_implementation: str | None = None,
+    **config_overrides,
 ) -> tuple[StoreTokenizerModel, PreTrainedTokenizerBase]:
     """A fresh dense tokenizer (with LoRA) around the preset's backbone, with the default task set
-    for a catalogue with these item ``attributes``."""
+    for a catalogue with these item ``attributes``; ``config_overrides`` are StoreConfig fields."""
     content, tasks = default_task_setup(attributes)
-    model, tokenizer = StoreTokenizerModel.from_backbone(
-        preset.backbone,
-        attn_implementation=attn_implementation,
-        content_attributes=content,
-        tasks=tasks,
+    kwargs = {
+        "content_attributes": content,
+        "tasks": tasks,
         **preset.store_config_kwargs(),
+        **config_overrides,
+    }
+    model, tokenizer = StoreTokenizerModel.from_backbone(
+        preset.backbone, attn_implementation=attn_implementation, **kwargs
     )
     return model.add_lora(), tokenizer
 
@@ -78,12 +83,15 @@ def train_dense_tokenizer(
     args: TrainingArguments,
     eval_items: Dataset | None = None,
     resume_from_checkpoint: bool | str | None = None,
+    embedding_learning_rate: float | None = None,
 ) -> Trainer:
     """Train the dense tokens, task embeddings and LoRA on every (item, task) pair of ``items``.
 
     Args:
         items: an item table (``RecDataset.items`` or a subset) with the config's attributes.
         args: e.g. from :func:`tokenizer_training_arguments`.
+        embedding_learning_rate: a separate learning rate for the dense/task embeddings and the
+            placeholder gain (default: ``args.learning_rate`` for everything).
 
     Returns:
         the ``Trainer`` after training (its ``state.log_history`` has the loss curve).
@@ -92,15 +100,49 @@ def train_dense_tokenizer(
     eval_ds = (
         tokenize_items(eval_items, tokenizer, model.config) if eval_items is not None else None
     )
+    collator = DenseTokenizerCollator(tokenizer.pad_token_id)
+    if not resume_from_checkpoint:  # a resumed run restores the calibrated buffers
+        calibrate_placeholder_scaler(model, collator, train_ds)
+    optimizer = None
+    if embedding_learning_rate is not None:
+        store_params = [
+            model.dense_embeddings,
+            model.task_embeddings,
+            *model.placeholder_scaler.parameters(),
+        ]
+        store_ids = {id(p) for p in store_params}
+        lora_params = [p for p in model.parameters() if p.requires_grad and id(p) not in store_ids]
+        optimizer = torch.optim.AdamW(
+            [
+                {"params": lora_params, "lr": args.learning_rate},
+                {"params": store_params, "lr": embedding_learning_rate},
+            ],
+            weight_decay=args.weight_decay,
+        )
     trainer = Trainer(
         model=model,
         args=args,
         train_dataset=train_ds,
         eval_dataset=eval_ds,
-        data_collator=DenseTokenizerCollator(tokenizer.pad_token_id),
+        data_collator=collator,
+        optimizers=(optimizer, None),
     )
     trainer.train(resume_from_checkpoint=resume_from_checkpoint)
     return trainer
+
+
+def calibrate_placeholder_scaler(
+    model: StoreTokenizerModel,
+    collator: DenseTokenizerCollator,
+    tokenized: Dataset,
+    num_items: int = 64,
+) -> None:
+    """Measure the placeholder scaler's centre/scale on the first ``num_items`` tokenised items."""
+    sample = collator([tokenized[i] for i in range(min(num_items, len(tokenized)))])
+    model.calibrate_placeholders(
+        sample["content_input_ids"].to(model.device),
+        sample["content_attention_mask"].to(model.device),
+    )
 
 
 @torch.no_grad()

@@ -34,8 +34,8 @@ def read_dataset(
     Args:
         path: a folder holding one known layout (the format is detected from the file names),
             used when ``items``/``interactions`` are not given.
-        format: one of :func:`available_formats`; required with explicit ``items``/``interactions``
-            unless it can be detected from their folder.
+        format: one of :func:`available_formats`; with explicit ``items``/``interactions`` it is
+            detected from their folder, falling back to ``"generic"``.
         items / interactions: explicit file paths.
         options: cleaning options (:class:`DataOptions`).
         **kwargs: format-specific options (e.g. ``min_rating`` for MovieLens, column names for
@@ -54,7 +54,10 @@ def read_dataset(
             field="items" if items is None else "interactions",
         )
     elif format is None:
-        format, _, _ = detect_format(Path(items).parent)
+        try:
+            format, _, _ = detect_format(Path(items).parent)
+        except DataFormatError:  # explicit files in no known layout: the user's own catalogue
+            format = "generic"
     return get_reader(format).read(items, interactions, options=options, **kwargs)
 
 

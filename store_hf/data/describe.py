@@ -35,7 +35,8 @@ def format_statistics(stats: dict[str, Any]) -> str:
     if "memory" in stats:
         m = stats["memory"]
         lines.append(
-            f"  embedding memory: ID table N x D = {m['id_table']:,} floats; "
-            f"semantic codes k x v x D = {m['code_table']:,} floats"
+            f"  embedding memory at D={m['hidden_size']}: ID table N x D = {m['id_table']:,} "
+            f"floats; semantic codes k x v x D = {m['code_table']:,} floats "
+            f"({m['id_table'] / m['code_table']:.1f}x smaller)"
         )
     return "\n".join(lines)
