@@ -1,0 +1,56 @@
+"""Helpers the baselines share: rebuilding training sequences from split rows, id lookup.
+
+Split rows are what :func:`store_hf.data.leave_one_out` and :func:`store_hf.data.user_split` give:
+columns ``user_id`` (str), ``history`` (list of item ids, oldest first) and ``target`` (item id).
+Anything indexable by those column names works (a ``datasets.Dataset``, a dict of lists).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+#: Split rows: a ``datasets.Dataset`` or a mapping of column name -> list.
+Rows = Any
+
+
+def training_sequences(rows: Rows) -> list[list[str]]:
+    """Rebuild chronological item sequences from next-item rows, each interaction once.
+
+    ``leave_one_out(..., train_targets="all")`` gives one row per prefix of a user's training
+    part, so the same interaction appears in many histories. Consecutive rows of one user whose
+    ``history`` is a suffix of the sequence built so far (histories may be truncated to
+    ``max_history``) extend it by their ``target``; a row that does not continue the chain starts
+    a new sequence. So ``"all"`` rows give back each user's full training sequence, ``"last"``
+    rows give ``history + [target]``, and no transition is invented.
+    """
+    sequences: list[list[str]] = []
+    current_user: Any = None
+    current: list[str] = []
+    for user, history, target in zip(rows["user_id"], rows["history"], rows["target"]):
+        history = list(history)
+        continues = (
+            user == current_user
+            and 0 < len(history) <= len(current)
+            and current[-len(history) :] == history
+        )
+        if continues:
+            current.append(target)
+        else:
+            if current:
+                sequences.append(current)
+            current_user, current = user, history + [target]
+    if current:
+        sequences.append(current)
+    return sequences
+
+
+def lookup(ids: Sequence[str], index: Mapping[str, int], what: str = "item id") -> list[int]:
+    """Map ids to indices, raising ``ValueError`` that names the first unknown id."""
+    out = []
+    for item_id in ids:
+        idx = index.get(item_id)
+        if idx is None:
+            raise ValueError(f"unknown {what} {item_id!r}: not in the model's item vocabulary")
+        out.append(idx)
+    return out
