@@ -24,7 +24,7 @@ from store_hf.tokenizer_training import (
     build_tokenizer_model,
     calibrate_placeholder_scaler,
     dense_information_gap,
-    tokenizer_training_arguments,
+    stage_training_arguments,
     train_dense_tokenizer,
 )
 
@@ -80,7 +80,7 @@ def main() -> None:
     overrides = {"num_train_epochs": args.epochs} if args.epochs else {}
     if args.lr:
         overrides["learning_rate"] = args.lr
-    training_args = tokenizer_training_arguments(
+    training_args = stage_training_arguments(
         Path(args.output_dir) / "checkpoints", preset.tokenizer, seed=args.seed, **overrides
     )
     start = time.time()

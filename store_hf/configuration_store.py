@@ -26,6 +26,21 @@ def default_tasks(
     ]
 
 
+#: Instruction templates of the generative recommender (paper Figures 5 and 7). Code tokens
+#: and item text are inserted between the pieces in token space, so no piece holds a field.
+DEFAULT_TEMPLATES = {
+    "rec_prefix": "A user bought these items, oldest first:",
+    "rec_suffix": "\nThe next item is:",
+    "align_prefix": "Item description:",
+    "align_suffix": "\nThe item's tokens are:",
+    "score_prefix": "A user bought these items, oldest first:",
+    "score_candidate": "\nCandidate item:",
+    "score_suffix": "\nWill the user buy the candidate? Answer yes or no:",
+    "answer_yes": " yes",
+    "answer_no": " no",
+}
+
+
 class StoreConfig(PreTrainedConfig):
     r"""Configuration of :class:`StoreTokenizerModel` and :class:`StoreForGenerativeRec`.
 
@@ -48,6 +63,15 @@ class StoreConfig(PreTrainedConfig):
         lora_active: whether the weights carry unmerged LoRA adapters (set by ``add_lora`` and
             ``merge_lora``; lets ``from_pretrained`` rebuild them).
         codebook_size / codebook_dim: k-means clusters per position (k) and PCA components (d).
+        code_token_offset: id of the first code token in the recommender's vocabulary (the
+            backbone's vocabulary size); code ``c`` of position ``p`` is token
+            ``code_token_offset + p * codebook_size + c``. Set by ``StoreForGenerativeRec``.
+        item_ids: the catalogue, in the row order of the recommender's ``item_codes`` buffer.
+        templates: instruction templates of the recommender (see ``DEFAULT_TEMPLATES``).
+        prompt_token_ids: the templates' pieces as token ids, so that a saved recommender builds
+            its prompts without a text tokenizer; ``answer_token_ids`` are the "yes"/"no" tokens
+            of the scoring mode.
+        max_history: items of a user's history kept in a prompt (the most recent ones).
     """
 
     model_type = "store"
@@ -67,6 +91,12 @@ class StoreConfig(PreTrainedConfig):
     lora_active: bool = False
     codebook_size: int = 256
     codebook_dim: int = 32
+    code_token_offset: int | None = None
+    item_ids: list[str] | None = None
+    templates: dict[str, str] | None = None
+    prompt_token_ids: dict[str, list[int]] | None = None
+    answer_token_ids: list[int] | None = None
+    max_history: int = 20
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
@@ -91,6 +121,16 @@ class StoreConfig(PreTrainedConfig):
                 raise ValueError(
                     f"StoreConfig.tasks[{i}] must be {{'attribute': str, 'kind': 'reconstruction'|'generation'}}, got {task}"
                 )
+        if self.templates is None:
+            self.templates = dict(DEFAULT_TEMPLATES)
+        unknown = set(self.templates) - set(DEFAULT_TEMPLATES)
+        if unknown:
+            raise ValueError(
+                f"StoreConfig.templates has unknown keys {sorted(unknown)}; "
+                f"known: {sorted(DEFAULT_TEMPLATES)}"
+            )
+        if self.max_history < 1:
+            raise ValueError(f"StoreConfig.max_history must be >= 1, got {self.max_history}")
         if self.lora_target_modules is None:
             family = "opt" if self.text_config.model_type == "opt" else "llama"
             self.lora_target_modules = list(LORA_TARGETS[family])
@@ -104,4 +144,4 @@ class StoreConfig(PreTrainedConfig):
         return self.text_config.hidden_size
 
 
-__all__ = ["StoreConfig"]
+__all__ = ["DEFAULT_TEMPLATES", "StoreConfig"]

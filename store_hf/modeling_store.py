@@ -7,13 +7,15 @@ peft (lazily, for LoRA) and its two relative siblings.
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import AutoModelForCausalLM, PreTrainedModel
+from transformers import AutoModelForCausalLM, GenerationMixin, PreTrainedModel
+from transformers.modeling_outputs import CausalLMOutputWithPast
 from transformers.utils import ModelOutput
 
 from .configuration_store import StoreConfig
@@ -26,6 +28,29 @@ from .masking import (
     block_position_ids,
     cascaded_attention_mask,
 )
+from .prompts import PromptBuilder, left_pad
+from .trie import CodeTrie, TrieLogitsProcessor
+
+
+def labelled_token_loss(
+    head: nn.Module,
+    states: torch.Tensor,
+    labels: torch.LongTensor,
+    num_items_in_batch: int | torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Cross-entropy of states ``(N, T, dim)`` against aligned labels ``(N, T)`` (-100: none).
+
+    Only labelled positions go through the LM head: the vocabulary projection dominates the cost
+    of short targets. The sum is divided by ``num_items_in_batch`` when given (the Trainer's
+    count under gradient accumulation), else by the number of labelled tokens.
+    """
+    keep = labels != -100
+    logits = head(states[keep]).float()
+    total = F.cross_entropy(logits, labels[keep], reduction="sum")
+    denom = num_items_in_batch if num_items_in_batch is not None else keep.sum().clamp_min(1)
+    if torch.is_tensor(denom):
+        denom = denom.to(total.device)
+    return total / denom
 
 
 @dataclass
@@ -53,6 +78,8 @@ class StorePreTrainedModel(PreTrainedModel):
     _supports_flash_attn = True
     _supports_flex_attn = True
     _supports_attention_backend = True
+    #: backbone parameters (by attribute name) that stay trainable next to LoRA
+    _trainable_names: tuple[str, ...] = ()
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         """``PreTrainedModel.save_pretrained``, with the ``auto_map`` entry of this class repaired.
@@ -84,6 +111,49 @@ class StorePreTrainedModel(PreTrainedModel):
                     json.dump(saved, f, indent=2, sort_keys=True)
                     f.write("\n")
                 os.replace(tmp, path)
+
+    def _lora_config(self):
+        from peft import LoraConfig
+
+        return LoraConfig(
+            r=self.config.lora_r,
+            lora_alpha=self.config.lora_alpha,
+            lora_dropout=self.config.lora_dropout,
+            target_modules=list(self.config.lora_target_modules),
+            bias="none",
+        )
+
+    def _inject_lora(self) -> None:
+        from peft import inject_adapter_in_model
+
+        inject_adapter_in_model(self._lora_config(), self.backbone)
+        for name, param in self.backbone.named_parameters():
+            param.requires_grad_(
+                "lora_" in name or name.rpartition(".")[2] in self._trainable_names
+            )
+
+    def add_lora(self) -> StorePreTrainedModel:
+        """Add LoRA adapters to every attention and MLP projection (``config.lora_target_modules``)
+        and freeze all other backbone weights (the STORE-specific parameters stay trainable)."""
+        if self.config.lora_active:
+            raise ValueError("LoRA adapters are already active")
+        self._inject_lora()
+        self.config.lora_active = True
+        return self
+
+    @torch.no_grad()
+    def merge_lora(self) -> StorePreTrainedModel:
+        """Merge the LoRA adapters into the backbone weights and remove them (one plain LLM again)."""
+        from peft.tuners.lora import LoraLayer
+
+        for name, module in list(self.backbone.named_modules()):
+            if isinstance(module, LoraLayer):
+                module.merge()
+                parent_name, _, child = name.rpartition(".")
+                parent = self.backbone.get_submodule(parent_name) if parent_name else self.backbone
+                setattr(parent, child, module.get_base_layer())
+        self.config.lora_active = False
+        return self
 
 
 class PlaceholderScaler(nn.Module):
@@ -250,47 +320,6 @@ class StoreTokenizerModel(StorePreTrainedModel):
         model.reset_store_embeddings()
         return model.to(dtype), tokenizer
 
-    def _lora_config(self):
-        from peft import LoraConfig
-
-        return LoraConfig(
-            r=self.config.lora_r,
-            lora_alpha=self.config.lora_alpha,
-            lora_dropout=self.config.lora_dropout,
-            target_modules=list(self.config.lora_target_modules),
-            bias="none",
-        )
-
-    def _inject_lora(self) -> None:
-        from peft import inject_adapter_in_model
-
-        inject_adapter_in_model(self._lora_config(), self.backbone)
-        for name, param in self.backbone.named_parameters():
-            param.requires_grad_("lora_" in name)
-
-    def add_lora(self) -> StoreTokenizerModel:
-        """Add LoRA adapters to every attention and MLP projection (``config.lora_target_modules``)
-        and freeze all other backbone weights. Dense/task embeddings stay trainable."""
-        if self.config.lora_active:
-            raise ValueError("LoRA adapters are already active")
-        self._inject_lora()
-        self.config.lora_active = True
-        return self
-
-    @torch.no_grad()
-    def merge_lora(self) -> StoreTokenizerModel:
-        """Merge the LoRA adapters into the backbone weights and remove them (one plain LLM again)."""
-        from peft.tuners.lora import LoraLayer
-
-        for name, module in list(self.backbone.named_modules()):
-            if isinstance(module, LoraLayer):
-                module.merge()
-                parent_name, _, child = name.rpartition(".")
-                parent = self.backbone.get_submodule(parent_name) if parent_name else self.backbone
-                setattr(parent, child, module.get_base_layer())
-        self.config.lora_active = False
-        return self
-
     # ------------------------------------------------------------------ passes
     def _run(self, inputs_embeds, attention_mask, position_ids) -> torch.Tensor:
         """Backbone forward without the LM head: ``(B, L, dim)`` last-layer states."""
@@ -361,17 +390,9 @@ class StoreTokenizerModel(StorePreTrainedModel):
         return self._loss(self.decode_states(dense, task_ids, labels), labels, num_items_in_batch)
 
     def _loss(self, states: torch.Tensor, labels: torch.LongTensor, num_items_in_batch=None):
-        """Cross-entropy of the task-block states ``(N, T, dim)`` against ``labels`` ``(N, T)``.
-
-        Only positions with a label go through the LM head (the vocabulary projection dominates
-        the cost of short targets)."""
-        keep = labels != -100
-        logits = self.backbone.get_output_embeddings()(states[keep]).float()
-        total = F.cross_entropy(logits, labels[keep], reduction="sum")
-        denom = num_items_in_batch if num_items_in_batch is not None else keep.sum().clamp_min(1)
-        if torch.is_tensor(denom):
-            denom = denom.to(total.device)
-        return total / denom
+        return labelled_token_loss(
+            self.backbone.get_output_embeddings(), states, labels, num_items_in_batch
+        )
 
     def forward(
         self,
@@ -518,21 +539,494 @@ class StoreTokenizerModel(StorePreTrainedModel):
         return out
 
 
-def left_pad(
-    sequences: list[list[int]], pad_id: int, device=None
-) -> tuple[torch.LongTensor, torch.LongTensor]:
-    """Left-pad token lists into ``(B, max_len)`` ids and attention mask."""
-    width = max(1, max(len(s) for s in sequences))
-    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(sequences), width), dtype=torch.long)
-    for row, seq in enumerate(sequences):
-        if seq:
-            ids[row, width - len(seq) :] = torch.tensor(seq, dtype=torch.long)
-            mask[row, width - len(seq) :] = 1
-    return ids.to(device), mask.to(device)
+class CodeTokenEmbedding(nn.Module):
+    """Input embeddings of the backbone plus ``num_codes`` trainable code-token rows.
+
+    Ids below ``num_embeddings`` read the frozen word-embedding table (``weight``, kept under its
+    original name so a tied LM head stays tied); ids from ``num_embeddings`` on read ``code_weight``.
+    """
+
+    def __init__(self, base: nn.Embedding, num_codes: int) -> None:
+        super().__init__()
+        self.weight = base.weight
+        self.weight.requires_grad_(False)
+        self.num_embeddings, self.embedding_dim = base.weight.shape
+        self.padding_idx = base.padding_idx
+        self.code_weight = nn.Parameter(base.weight.new_zeros(num_codes, self.embedding_dim))
+
+    def forward(self, input_ids: torch.LongTensor) -> torch.Tensor:
+        is_code = input_ids >= self.num_embeddings
+        words = F.embedding(input_ids.masked_fill(is_code, 0), self.weight)
+        codes = F.embedding((input_ids - self.num_embeddings).clamp_min(0), self.code_weight)
+        return torch.where(is_code.unsqueeze(-1), codes.to(words.dtype), words)
+
+
+class CodeTokenHead(nn.Module):
+    """The LM head plus logits for the code tokens: ``(..., dim) -> (..., vocab + num_codes)``.
+
+    With tied input/output embeddings (SmolLM2, OPT) the code rows are the input code rows, so
+    training either side trains both; otherwise the head has its own trainable ``code_weight``.
+    """
+
+    def __init__(self, base: nn.Linear, embedding: CodeTokenEmbedding, tied: bool) -> None:
+        super().__init__()
+        self.weight = base.weight
+        self.weight.requires_grad_(False)
+        self.bias = base.bias
+        self.tied = tied
+        if tied:  # a plain reference, not a submodule: the rows are saved once, with the input
+            self._embedding = [embedding]
+        else:
+            self.code_weight = nn.Parameter(embedding.code_weight.detach().clone())
+
+    @property
+    def code_rows(self) -> torch.Tensor:
+        return self._embedding[0].code_weight if self.tied else self.code_weight
+
+    def forward(self, states: torch.Tensor) -> torch.Tensor:
+        words = F.linear(states, self.weight, self.bias)
+        return torch.cat([words, F.linear(states, self.code_rows.to(states.dtype))], dim=-1)
+
+
+@dataclass
+class RecommendationOutput(ModelOutput):
+    """Output of :meth:`StoreForGenerativeRec.recommend`.
+
+    Args:
+        item_ids: per user, the top ``k`` item ids, best first (fewer when the beams found fewer).
+        scores: ``(num_users, k)`` summed log-probabilities of each item's code sequence
+            (``-inf`` where no item was found).
+        codes: ``(num_users, num_beams, v)`` the beams' code sequences, best first.
+    """
+
+    item_ids: list[list[str]] | None = None
+    scores: torch.FloatTensor | None = None
+    codes: torch.LongTensor | None = None
+
+
+class StoreForGenerativeRec(StorePreTrainedModel, GenerationMixin):
+    """The generative recommender (paper section 3.3): the tokenizer's backbone with ``v * k`` code
+    tokens added to its vocabulary, instruction-tuned with LoRA.
+
+    Code ``c`` at position ``p`` is token ``config.code_token_offset + p * k + c``. The catalogue
+    (``config.item_ids`` and the ``item_codes`` buffer ``(num_items, v)``) is part of the model,
+    so a saved recommender recommends item ids by itself. Use :meth:`recommend` for top-k items
+    (one prefill per user, trie-constrained beam search), :meth:`score` for the yes/no scoring
+    mode, or ``generate(..., logits_processor=LogitsProcessorList([model.trie_processor()]))``.
+    """
+
+    _trainable_names = ("code_weight",)
+
+    def __init__(self, config: StoreConfig, backbone: PreTrainedModel | None = None) -> None:
+        if backbone is not None and backbone.config._attn_implementation is None:
+            config._attn_implementation = config._attn_implementation or "sdpa"
+        super().__init__(config)
+        if config.code_token_offset is None or config.item_ids is None:
+            raise ValueError(
+                "config.code_token_offset and config.item_ids are unset: build the recommender "
+                "with StoreForGenerativeRec.from_tokenizer_model"
+            )
+        self.backbone = (
+            backbone
+            if backbone is not None
+            else AutoModelForCausalLM.from_config(config.text_config)
+        )
+        v, k = config.num_dense_tokens, config.codebook_size
+        base_in, base_out = (
+            self.backbone.get_input_embeddings(),
+            self.backbone.get_output_embeddings(),
+        )
+        if base_in.weight.shape[0] != config.code_token_offset:
+            raise ValueError(
+                f"config.code_token_offset={config.code_token_offset} but the backbone has "
+                f"{base_in.weight.shape[0]} embedding rows"
+            )
+        # from the config, not from tensor identity: under from_pretrained the tie is only made
+        # after this constructor runs
+        tied = base_out.weight is base_in.weight or bool(
+            getattr(self.backbone.config, "tie_word_embeddings", False)
+        )
+        embedding = CodeTokenEmbedding(base_in, v * k)
+        self.backbone.set_input_embeddings(embedding)
+        self.backbone.set_output_embeddings(CodeTokenHead(base_out, embedding, tied))
+        self.register_buffer(
+            "item_codes", torch.zeros(len(config.item_ids), v, dtype=torch.long), persistent=True
+        )
+        self._trie = self._trie_device = self._item_index = self._sorted_keys = None
+        if config.lora_active:
+            self._inject_lora()
+        self.post_init()
+
+    # ------------------------------------------------------------------ set-up
+    @classmethod
+    def from_tokenizer_model(
+        cls,
+        tokenizer_model: StoreTokenizerModel,
+        text_tokenizer,
+        item_ids: list[str],
+        item_codes,
+        codebook_size: int | None = None,
+        code_embeddings: torch.Tensor | None = None,
+        **config_kwargs,
+    ) -> StoreForGenerativeRec:
+        """The recommender on the post-trained tokenizer's backbone (one LLM, as the paper has it).
+
+        Args:
+            tokenizer_model: a trained :class:`StoreTokenizerModel`; its LoRA is merged first.
+            text_tokenizer: the backbone's text tokenizer (tokenizes the templates).
+            item_ids: the catalogue; ``item_codes``: ``(num_items, v)`` ints in ``[0, k)``.
+            code_embeddings: optional ``(v * k, dim)`` initial code-token rows (default: mean
+                word embedding plus noise of the table's per-dimension std).
+            **config_kwargs: :class:`StoreConfig` overrides (``lora_r``, ``templates``, ...).
+        """
+        if tokenizer_model.config.lora_active:
+            tokenizer_model.merge_lora()
+        codes = torch.as_tensor(item_codes, dtype=torch.long)
+        v = tokenizer_model.config.num_dense_tokens
+        k = codebook_size or tokenizer_model.config.codebook_size
+        if codes.ndim != 2 or codes.shape != (len(item_ids), v):
+            raise ValueError(f"item_codes must be ({len(item_ids)}, {v}), got {tuple(codes.shape)}")
+        if codes.numel() and (codes.min() < 0 or codes.max() >= k):
+            raise ValueError(f"item_codes must lie in [0, {k}), got [{codes.min()}, {codes.max()}]")
+        backbone = tokenizer_model.backbone
+        settings = tokenizer_model.config.to_dict()
+        for key in (
+            "text_config",
+            "auto_map",
+            "architectures",
+            "model_type",
+            "transformers_version",
+        ):
+            settings.pop(key, None)
+        settings.update(
+            codebook_size=k,
+            code_token_offset=backbone.get_input_embeddings().weight.shape[0],
+            item_ids=[str(i) for i in item_ids],
+            lora_active=False,
+        )
+        settings.update(config_kwargs)
+        config = StoreConfig(
+            text_config=backbone.config,
+            attn_implementation=backbone.config._attn_implementation,
+            **settings,
+        )
+        from .prompts import tokenize_templates
+
+        config.prompt_token_ids = tokenize_templates(config.templates, text_tokenizer)
+        model = cls(config, backbone=backbone)
+        model.item_codes.copy_(codes)
+        model.reset_code_embeddings(code_embeddings)
+        return model.to(backbone.dtype)
+
+    def _init_weights(self, module: nn.Module) -> None:
+        if module is self:
+            self.reset_code_embeddings()
+        elif not isinstance(module, (CodeTokenEmbedding, CodeTokenHead)):
+            self.backbone._init_weights(module)
+
+    @torch.no_grad()
+    def reset_code_embeddings(self, rows: torch.Tensor | None = None, seed: int = 0) -> None:
+        """Set the code-token rows ``(v * k, dim)``: ``rows`` if given, else mean word embedding
+        plus noise of the table's per-dimension std (deterministic)."""
+        embedding = self.backbone.get_input_embeddings()
+        if rows is None:
+            table = embedding.weight.float()
+            gen = torch.Generator().manual_seed(seed)
+            noise = torch.randn(embedding.code_weight.shape, generator=gen)
+            rows = table.mean(0) + noise * table.std(0)
+        embedding.code_weight.copy_(rows.to(embedding.code_weight.dtype))
+        head = self.backbone.get_output_embeddings()
+        if not head.tied:
+            head.code_weight.copy_(embedding.code_weight)
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.backbone.get_input_embeddings()
+
+    def get_output_embeddings(self) -> nn.Module:
+        return self.backbone.get_output_embeddings()
+
+    @property
+    def num_codes(self) -> int:
+        return self.config.num_dense_tokens * self.config.codebook_size
+
+    @property
+    def prompts(self) -> PromptBuilder:
+        return PromptBuilder(self.config)
+
+    @property
+    def trie(self) -> CodeTrie:
+        """The :class:`CodeTrie` of the catalogue (built once, on the buffer's device)."""
+        if self._trie is None or self._trie_device != self.item_codes.device:
+            self._trie = CodeTrie(
+                self.item_codes, self.config.codebook_size, self.config.code_token_offset
+            )
+            self._trie_device = self.item_codes.device
+        return self._trie
+
+    def trie_processor(self, mode: str = "trie") -> TrieLogitsProcessor:
+        """A logits processor that keeps ``generate`` on real items (``mode="position"``: the
+        "w/o conditional beam search" ablation)."""
+        return TrieLogitsProcessor(self.trie, mode=mode)
+
+    def item_rows(self, item_ids: list[str]) -> torch.LongTensor:
+        """Rows of ``item_codes`` of these ids. Raises ``KeyError`` naming an unknown id."""
+        if self._item_index is None:
+            self._item_index = {item: row for row, item in enumerate(self.config.item_ids)}
+        try:
+            return torch.tensor([self._item_index[str(i)] for i in item_ids], dtype=torch.long)
+        except KeyError as err:
+            raise KeyError(
+                f"item id {err.args[0]!r} is not in the recommender's catalogue"
+            ) from None
+
+    # ------------------------------------------------------------------ forward
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        past_key_values=None,
+        inputs_embeds: torch.FloatTensor | None = None,
+        labels: torch.LongTensor | None = None,
+        use_cache: bool | None = None,
+        logits_to_keep: int | torch.Tensor = 0,
+        num_items_in_batch: int | torch.Tensor | None = None,
+        **kwargs,
+    ) -> CausalLMOutputWithPast:
+        """Causal-LM forward over the extended vocabulary.
+
+        Args:
+            input_ids: ``(B, L)`` text and code tokens.
+            labels: ``(B, L)``, -100 where no loss is taken (prompts, padding); position ``t``
+                is predicted from positions ``< t``. With labels, only labelled positions go
+                through the LM head and ``logits`` is ``None`` (training never needs them).
+            logits_to_keep: as in transformers' causal LMs (``generate`` passes 1).
+
+        Returns:
+            ``CausalLMOutputWithPast`` with ``logits`` ``(B, L', vocab + v * k)``.
+        """
+        if position_ids is None and attention_mask is not None and past_key_values is None:
+            position_ids = (attention_mask.long().cumsum(-1) - 1).clamp_min(0)
+        out = self.backbone.base_model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=past_key_values,
+            inputs_embeds=inputs_embeds,
+            use_cache=use_cache,
+            **kwargs,
+        )
+        states = out.last_hidden_state
+        loss = logits = None
+        head = self.backbone.get_output_embeddings()
+        if labels is not None:
+            loss = labelled_token_loss(head, states[:, :-1], labels[:, 1:], num_items_in_batch)
+        else:
+            keep = (
+                slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
+            )
+            logits = head(states[:, keep])
+        return CausalLMOutputWithPast(
+            loss=loss,
+            logits=logits,
+            past_key_values=out.past_key_values,
+            hidden_states=getattr(out, "hidden_states", None),
+            attentions=getattr(out, "attentions", None),
+        )
+
+    # ------------------------------------------------------------------ inference
+    def _position_allowed(self, prefix: torch.LongTensor) -> torch.BoolTensor:
+        """``(B, d)`` prefixes -> ``(B, k)``: codes used at position ``d`` by any item."""
+        depth, k = prefix.shape[1], self.config.codebook_size
+        used = torch.zeros(k, dtype=torch.bool, device=prefix.device)
+        used[self.item_codes[:, depth].to(prefix.device)] = True
+        return used.expand(prefix.shape[0], k)
+
+    def _items_of(self, codes: torch.LongTensor) -> tuple[torch.LongTensor, torch.LongTensor]:
+        """Every catalogue row whose code sequence is one of ``codes`` ``(M, v)``.
+
+        Returns ``(rows, owner)``: matching rows, grouped by query in query order, and the query
+        each row answers. Queries that are no item (position mode) match nothing."""
+        k = self.config.codebook_size
+        weights = k ** torch.arange(codes.shape[1] - 1, -1, -1, device=codes.device)
+        if self._sorted_keys is None or self._sorted_keys[0].device != codes.device:
+            keys = (self.item_codes.to(codes.device) * weights).sum(-1)
+            self._sorted_keys = keys.sort(stable=True)
+        sorted_keys, order = self._sorted_keys
+        query = (codes * weights).sum(-1)
+        lo = torch.searchsorted(sorted_keys, query)
+        counts = torch.searchsorted(sorted_keys, query, right=True) - lo
+        owner = torch.repeat_interleave(torch.arange(len(codes), device=codes.device), counts)
+        starts = torch.repeat_interleave(lo, counts)
+        within = torch.arange(len(owner), device=codes.device) - torch.repeat_interleave(
+            counts.cumsum(0) - counts, counts
+        )
+        return order[starts + within], owner
+
+    def _history_prompts(self, histories: list[list[str]]) -> list[list[int]]:
+        return [
+            self.prompts.recommendation(self.item_codes[self.item_rows(h)].cpu()) for h in histories
+        ]
+
+    def _pad_id(self) -> int:
+        pad = self.config.text_config.pad_token_id
+        return pad if pad is not None else 0
+
+    @torch.no_grad()
+    def beam_search_codes(
+        self,
+        input_ids: torch.LongTensor,
+        attention_mask: torch.LongTensor,
+        num_beams: int,
+        mode: str = "trie",
+    ) -> tuple[torch.LongTensor, torch.FloatTensor]:
+        """Constrained beam search over the ``v`` code positions with one prefill per prompt.
+
+        Stock ``generate`` repeats each prompt ``num_beams`` times before the prefill; here the
+        prompt runs once and its KV cache is repeated across the beams. Scores are the same as
+        ``generate``'s (log-softmax over the whole vocabulary, summed over the ``v`` steps).
+
+        Args:
+            input_ids / attention_mask: ``(B, L)`` left-padded prompts.
+            mode: ``"trie"`` (only prefixes of real items) or ``"position"`` (any code of the
+                right position: the ablation).
+
+        Returns:
+            ``codes`` ``(B, num_beams, v)`` and ``scores`` ``(B, num_beams)``, best first
+            (``-inf`` for beams that found no valid sequence).
+        """
+        v, k, off = (
+            self.config.num_dense_tokens,
+            self.config.codebook_size,
+            self.config.code_token_offset,
+        )
+        batch = input_ids.shape[0]
+        if mode not in ("trie", "position"):
+            raise ValueError(f"mode must be 'trie' or 'position', got {mode!r}")
+        allowed_codes = self.trie.allowed_mask if mode == "trie" else self._position_allowed
+        positions = (attention_mask.cumsum(-1) - 1).clamp_min(0)
+        out = self.backbone.base_model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=positions,
+            use_cache=True,
+        )
+        head = self.backbone.get_output_embeddings()
+        cache = out.past_key_values
+        logp = torch.log_softmax(head(out.last_hidden_state[:, -1]).float(), dim=-1)
+        step = logp[:, off : off + k].masked_fill(
+            ~allowed_codes(input_ids.new_zeros(batch, 0)), -math.inf
+        )
+        nb = num_beams
+        if nb > k:  # more beams than first codes: the extra beams start dead and fill up later
+            step = torch.cat([step, step.new_full((batch, nb - k), -math.inf)], dim=-1)
+        beam_scores, first = step.topk(nb, dim=-1)  # (B, nb)
+        codes = (first % k).unsqueeze(-1)  # (B, nb, 1)
+        cache.batch_repeat_interleave(nb)
+        mask = attention_mask.repeat_interleave(nb, dim=0)
+        last_pos = positions[:, -1:].repeat_interleave(nb, dim=0)
+        rows = torch.arange(batch, device=input_ids.device).unsqueeze(1) * nb
+        for depth in range(1, v):
+            tokens = off + (depth - 1) * k + codes[:, :, -1].reshape(-1, 1)
+            mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
+            last_pos = last_pos + 1
+            out = self.backbone.base_model(
+                input_ids=tokens,
+                attention_mask=mask,
+                position_ids=last_pos,
+                past_key_values=cache,
+                use_cache=True,
+            )
+            cache = out.past_key_values
+            logp = torch.log_softmax(head(out.last_hidden_state[:, -1]).float(), dim=-1)
+            lo = off + depth * k
+            allowed = allowed_codes(codes.reshape(batch * nb, depth))
+            step = logp[:, lo : lo + k].masked_fill(~allowed, -math.inf)
+            total = (beam_scores.reshape(-1, 1) + step).reshape(batch, nb * k)
+            beam_scores, flat = total.topk(nb, dim=-1)
+            parent, code = flat // k, flat % k
+            codes = torch.cat(
+                [codes.gather(1, parent.unsqueeze(-1).expand(-1, -1, depth)), code.unsqueeze(-1)],
+                dim=-1,
+            )
+            cache.reorder_cache((rows + parent).reshape(-1))
+        return codes, beam_scores
+
+    @torch.no_grad()
+    def recommend(
+        self,
+        histories: list[list[str]],
+        k: int = 10,
+        num_beams: int | None = None,
+        batch_size: int = 16,
+        mode: str = "trie",
+    ) -> RecommendationOutput:
+        """Top-``k`` next items for each user history (item ids, oldest first).
+
+        Beam search over the code positions (``num_beams`` defaults to ``k``); when several
+        items share a code sequence (collision resolution off) each of them is returned, so hits
+        are counted per item. In ``mode="position"`` beams that are not real items are skipped.
+        """
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        num_beams = max(num_beams or k, 1)
+        was_training = self.training
+        self.eval()
+        item_ids, scores, all_codes = [], [], []
+        for start in range(0, len(histories), batch_size):
+            chunk = histories[start : start + batch_size]
+            ids, mask = left_pad(self._history_prompts(chunk), self._pad_id(), self.device)
+            codes, beam_scores = self.beam_search_codes(ids, mask, num_beams, mode)
+            all_codes.append(codes.cpu())
+            rows, owner = self._items_of(codes.reshape(-1, codes.shape[-1]))
+            flat_scores = beam_scores.reshape(-1)[owner]
+            for u in range(len(chunk)):
+                in_user = (owner // codes.shape[1] == u) & torch.isfinite(flat_scores)
+                picked = rows[in_user][:k]
+                item_ids.append([self.config.item_ids[r] for r in picked.tolist()])
+                s = torch.full((k,), -math.inf)
+                s[: len(picked)] = flat_scores[in_user][:k].cpu()
+                scores.append(s)
+        self.train(was_training)
+        return RecommendationOutput(
+            item_ids=item_ids, scores=torch.stack(scores), codes=torch.cat(all_codes)
+        )
+
+    @torch.no_grad()
+    def score(
+        self, histories: list[list[str]], candidates: list[str], batch_size: int = 32
+    ) -> torch.FloatTensor:
+        """Scoring mode (paper Figure 7): the probability that each user takes the candidate,
+        ``softmax([logit_yes, logit_no])[0]`` at the last prompt position. Returns ``(B,)``."""
+        if len(histories) != len(candidates):
+            raise ValueError(f"{len(histories)} histories but {len(candidates)} candidates")
+        was_training = self.training
+        self.eval()
+        builder = self.prompts
+        yes, no = builder.answer_ids
+        cand_codes = self.item_codes[self.item_rows(candidates)].cpu()
+        out = []
+        for start in range(0, len(histories), batch_size):
+            prompts = [
+                builder.scoring(self.item_codes[self.item_rows(h)].cpu(), cand_codes[start + i])
+                for i, h in enumerate(histories[start : start + batch_size])
+            ]
+            ids, mask = left_pad(prompts, self._pad_id(), self.device)
+            logits = self(input_ids=ids, attention_mask=mask, logits_to_keep=1).logits[:, -1]
+            pair = logits[:, [yes, no]].float()
+            out.append(torch.softmax(pair, dim=-1)[:, 0].cpu())
+        self.train(was_training)
+        return torch.cat(out)
 
 
 StoreConfig.register_for_auto_class("AutoConfig")
 StoreTokenizerModel.register_for_auto_class("AutoModel")
+StoreForGenerativeRec.register_for_auto_class("AutoModelForCausalLM")
 
-__all__ = ["StorePreTrainedModel", "StoreTokenizerModel", "StoreTokenizerOutput"]
+__all__ = [
+    "RecommendationOutput",
+    "StoreForGenerativeRec",
+    "StorePreTrainedModel",
+    "StoreTokenizerModel",
+    "StoreTokenizerOutput",
+]

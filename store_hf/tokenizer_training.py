@@ -39,11 +39,12 @@ def build_tokenizer_model(
     return model.add_lora(), tokenizer
 
 
-def tokenizer_training_arguments(
+def stage_training_arguments(
     output_dir: str | os.PathLike, settings: TokenizerStageSettings, seed: int = 0, **overrides
 ) -> TrainingArguments:
-    """``TrainingArguments`` for the tokenizer stage: ``settings.batch_size`` items per optimiser
-    step, reached by gradient accumulation over processes and micro-batches."""
+    """``TrainingArguments`` of a training stage (tokenizer or recommender settings):
+    ``settings.batch_size`` samples per optimiser step, reached by gradient accumulation over
+    processes and micro-batches."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     accumulation = max(1, settings.batch_size // (settings.per_device_batch_size * world))
     kwargs = dict(
@@ -76,6 +77,28 @@ def tokenizer_training_arguments(
     return TrainingArguments(**kwargs)
 
 
+def two_rate_optimizer(
+    model: torch.nn.Module,
+    new_params: list[torch.nn.Parameter],
+    args: TrainingArguments,
+    new_learning_rate: float | None,
+) -> torch.optim.Optimizer | None:
+    """AdamW with ``new_learning_rate`` for parameters that start from scratch (dense, task or
+    code-token embeddings) and ``args.learning_rate`` for the rest (LoRA, which only nudges a
+    pretrained model). ``None`` (the Trainer's default optimiser) when no separate rate is set."""
+    if new_learning_rate is None:
+        return None
+    new_ids = {id(p) for p in new_params}
+    rest = [p for p in model.parameters() if p.requires_grad and id(p) not in new_ids]
+    return torch.optim.AdamW(
+        [
+            {"params": rest, "lr": args.learning_rate},
+            {"params": list(new_params), "lr": new_learning_rate},
+        ],
+        weight_decay=args.weight_decay,
+    )
+
+
 def train_dense_tokenizer(
     model: StoreTokenizerModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -89,7 +112,7 @@ def train_dense_tokenizer(
 
     Args:
         items: an item table (``RecDataset.items`` or a subset) with the config's attributes.
-        args: e.g. from :func:`tokenizer_training_arguments`.
+        args: e.g. from :func:`stage_training_arguments`.
         embedding_learning_rate: a separate learning rate for the dense/task embeddings and the
             placeholder gain (default: ``args.learning_rate`` for everything).
 
@@ -103,22 +126,12 @@ def train_dense_tokenizer(
     collator = DenseTokenizerCollator(tokenizer.pad_token_id)
     if not resume_from_checkpoint:  # a resumed run restores the calibrated buffers
         calibrate_placeholder_scaler(model, collator, train_ds)
-    optimizer = None
-    if embedding_learning_rate is not None:
-        store_params = [
-            model.dense_embeddings,
-            model.task_embeddings,
-            *model.placeholder_scaler.parameters(),
-        ]
-        store_ids = {id(p) for p in store_params}
-        lora_params = [p for p in model.parameters() if p.requires_grad and id(p) not in store_ids]
-        optimizer = torch.optim.AdamW(
-            [
-                {"params": lora_params, "lr": args.learning_rate},
-                {"params": store_params, "lr": embedding_learning_rate},
-            ],
-            weight_decay=args.weight_decay,
-        )
+    new_params = [
+        model.dense_embeddings,
+        model.task_embeddings,
+        *model.placeholder_scaler.parameters(),
+    ]
+    optimizer = two_rate_optimizer(model, new_params, args, embedding_learning_rate)
     trainer = Trainer(
         model=model,
         args=args,

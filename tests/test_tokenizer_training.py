@@ -11,7 +11,7 @@ from store_hf.tokenizer_training import (
     build_tokenizer_model,
     dense_information_gap,
     item_texts,
-    tokenizer_training_arguments,
+    stage_training_arguments,
     train_dense_tokenizer,
 )
 
@@ -99,7 +99,7 @@ def test_trainer_reduces_the_loss_and_saves(tmp_path, embedded):
     torch.manual_seed(0)
     model, tokenizer = build_tokenizer_model(get_preset("tiny"), embedded.attributes)
     items = embedded.items.select(range(32))
-    args = tokenizer_training_arguments(
+    args = stage_training_arguments(
         tmp_path / "ckpt",
         get_preset("tiny").tokenizer,
         num_train_epochs=6,

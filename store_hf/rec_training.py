@@ -1,0 +1,358 @@
+"""Instruction tuning and evaluation of the generative recommender (paper section 3.3).
+
+Stage 1 trains the recommendation task ("history codes -> next item codes") jointly with the
+text-code alignment task ("item text -> item codes") and, optionally, the yes/no scoring task;
+stage 2 trains recommendation alone, early-stopped on the validation split. Both stages run on
+``Trainer``, so Accelerate, gradient accumulation, bf16 and checkpoints come for free.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from datasets import Dataset, concatenate_datasets
+from tqdm.auto import tqdm
+from transformers import (
+    EarlyStoppingCallback,
+    PreTrainedTokenizerBase,
+    Trainer,
+    TrainingArguments,
+)
+
+from .collators import format_content
+from .metrics import DEFAULT_KS, RankingMetrics, impression_metrics
+from .modeling_store import StoreForGenerativeRec
+from .presets import RecStageSettings
+from .tokenizer_training import stage_training_arguments, two_rate_optimizer
+
+logger = logging.getLogger(__name__)
+
+IGNORE = -100
+
+
+def _example(prompt: list[int], target: list[int]) -> dict[str, list[int]]:
+    return {"input_ids": prompt + target, "labels": [IGNORE] * len(prompt) + target}
+
+
+class RecInstructionData:
+    """Tokenized instruction examples (``input_ids`` + ``labels`` on the answer only).
+
+    Args:
+        model: the recommender (its catalogue codes and prompt templates are used).
+        tokenizer: the backbone's text tokenizer (item text of the alignment task).
+    """
+
+    def __init__(self, model: StoreForGenerativeRec, tokenizer: PreTrainedTokenizerBase) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.prompts = model.prompts
+        self.codes = model.item_codes.cpu()
+
+    def _codes(self, item_ids: Sequence[str]) -> torch.LongTensor:
+        return self.codes[self.model.item_rows(item_ids)]
+
+    def recommendation(self, split: Dataset) -> Dataset:
+        """One example per row of a split (``history`` -> ``target``)."""
+        rows = []
+        for history, target in zip(split["history"], split["target"]):
+            prompt = self.prompts.recommendation(self._codes(history))
+            rows.append(_example(prompt, self.prompts.item_tokens(self._codes([target]))))
+        return (
+            Dataset.from_list(rows) if rows else Dataset.from_dict({"input_ids": [], "labels": []})
+        )
+
+    def alignment(self, items: Dataset, content_attributes: list[str]) -> Dataset:
+        """One example per item: its content text -> its codes."""
+        texts = [format_content(row, content_attributes) for row in items]
+        text_ids = self.tokenizer(
+            texts,
+            truncation=True,
+            max_length=self.model.config.max_content_length,
+            add_special_tokens=False,
+        )["input_ids"]
+        codes = self._codes(items["item_id"])
+        rows = [
+            _example(self.prompts.alignment(ids), self.prompts.item_tokens(c))
+            for ids, c in zip(text_ids, codes)
+        ]
+        return Dataset.from_list(rows)
+
+    def scoring_pairs(
+        self, split: Dataset, negatives: int, seed: int = 0
+    ) -> tuple[list[list[str]], list[str], list[int], list[str]]:
+        """Histories, candidates, 0/1 labels and user ids: each row's target as the positive and
+        ``negatives`` items drawn uniformly from the rest of the catalogue."""
+        rng = np.random.default_rng(seed)
+        catalogue = self.model.config.item_ids
+        histories, candidates, labels, users = [], [], [], []
+        for user, history, target in zip(split["user_id"], split["history"], split["target"]):
+            drawn: list[str] = []
+            while len(drawn) < negatives:
+                item = catalogue[int(rng.integers(len(catalogue)))]
+                if item != target and item not in drawn:
+                    drawn.append(item)
+            for candidate, label in [(target, 1), *((d, 0) for d in drawn)]:
+                histories.append(history)
+                candidates.append(candidate)
+                labels.append(label)
+                users.append(user)
+        return histories, candidates, labels, users
+
+    def scoring(self, split: Dataset, negatives: int, seed: int = 0) -> Dataset:
+        """Yes/no examples of the scoring mode (paper Figure 7) with sampled negatives."""
+        yes, no = self.prompts.answer_ids
+        histories, candidates, labels, _ = self.scoring_pairs(split, negatives, seed)
+        cand_codes = self._codes(candidates)
+        rows = [
+            _example(self.prompts.scoring(self._codes(h), c), [yes if y else no])
+            for h, c, y in zip(histories, cand_codes, labels)
+        ]
+        return Dataset.from_list(rows)
+
+
+class RecCollator:
+    """Right-pads ``input_ids``/``labels`` into ``(B, L)`` tensors with an attention mask."""
+
+    def __init__(self, pad_token_id: int) -> None:
+        self.pad_token_id = pad_token_id
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        width = max(len(f["input_ids"]) for f in features)
+        ids = torch.full((len(features), width), self.pad_token_id, dtype=torch.long)
+        labels = torch.full((len(features), width), IGNORE, dtype=torch.long)
+        mask = torch.zeros((len(features), width), dtype=torch.long)
+        for row, f in enumerate(features):
+            n = len(f["input_ids"])
+            ids[row, :n] = torch.tensor(f["input_ids"])
+            labels[row, :n] = torch.tensor(f["labels"])
+            mask[row, :n] = 1
+        return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+def subsample_users(split: Dataset, max_users: int | None, seed: int = 0) -> Dataset:
+    """The rows of at most ``max_users`` randomly chosen users (all rows of each)."""
+    if max_users is None:
+        return split
+    users = sorted(set(split["user_id"]))
+    if len(users) <= max_users:
+        return split
+    keep = set(np.random.default_rng(seed).choice(users, size=max_users, replace=False).tolist())
+    return split.filter(lambda u: u in keep, input_columns="user_id")
+
+
+@torch.no_grad()
+def evaluate_recommender(
+    model: StoreForGenerativeRec,
+    split: Dataset,
+    ks: Sequence[int] = DEFAULT_KS,
+    num_beams: int | None = None,
+    batch_size: int = 16,
+    mode: str = "trie",
+    show_progress: bool = True,
+) -> dict[str, float]:
+    """Recall@K and NDCG@K of next-item prediction over a split (full ranking: beam search over
+    the whole catalogue, ``num_beams`` >= the largest K).
+
+    Returns:
+        ``{"recall@K", "ndcg@K", ..., "num_users", "seconds"}``.
+    """
+    num_beams = num_beams or max(ks)
+    if num_beams < max(ks):
+        raise ValueError(f"num_beams={num_beams} must be >= the largest K ({max(ks)})")
+    metrics = RankingMetrics(ks)
+    start = time.time()
+    for lo in tqdm(range(0, len(split), batch_size), desc="evaluate", disable=not show_progress):
+        rows = split[lo : lo + batch_size]
+        out = model.recommend(
+            rows["history"], k=max(ks), num_beams=num_beams, batch_size=batch_size, mode=mode
+        )
+        metrics.update(out.item_ids, rows["target"])
+    return {**metrics.compute(), "seconds": round(time.time() - start, 1)}
+
+
+@torch.no_grad()
+def evaluate_scoring(
+    model: StoreForGenerativeRec,
+    data: RecInstructionData,
+    split: Dataset,
+    negatives: int = 19,
+    seed: int = 1,
+    batch_size: int = 32,
+) -> dict[str, float]:
+    """Scoring mode on impressions made of each row's target and ``negatives`` sampled items:
+    AUC, MRR, NDCG@1/5 per impression and GAUC (MIND impressions work the same way)."""
+    histories, candidates, labels, users = data.scoring_pairs(split, negatives, seed)
+    scores = model.score(histories, candidates, batch_size=batch_size).numpy()
+    group = negatives + 1
+    n = len(labels) // group
+    labels_arr = np.asarray(labels).reshape(n, group)
+    return impression_metrics(
+        list(scores.reshape(n, group)), list(labels_arr), user_ids=users[::group]
+    )
+
+
+class RecTrainer(Trainer):
+    """``Trainer`` whose evaluation also ranks the validation users (``eval_ndcg@10`` ...) when
+    ``ranking_split`` is set, so early stopping can follow ranking quality."""
+
+    def __init__(
+        self,
+        *args,
+        ranking_split: Dataset | None = None,
+        num_beams: int = 20,
+        eval_batch: int = 16,
+        **kwargs,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.ranking_split = ranking_split
+        self.num_beams = num_beams
+        self.eval_batch = eval_batch
+
+    def evaluate(self, *args, **kwargs) -> dict[str, float]:
+        metrics = super().evaluate(*args, **kwargs)
+        if self.ranking_split is not None:
+            ranking = evaluate_recommender(
+                self.model,
+                self.ranking_split,
+                ks=(10,),
+                num_beams=max(10, self.num_beams),
+                batch_size=self.eval_batch,
+                show_progress=False,
+            )
+            extra = {f"eval_{k}": v for k, v in ranking.items() if "@" in k}
+            metrics.update(extra)
+            self.log(extra)
+        return metrics
+
+
+def _stage_args(
+    output_dir: Path, settings: RecStageSettings, seed: int, epochs: float, **overrides
+) -> TrainingArguments:
+    return stage_training_arguments(
+        output_dir, replace(settings, num_epochs=epochs), seed=seed, **overrides
+    )
+
+
+def train_recommender(
+    model: StoreForGenerativeRec,
+    tokenizer: PreTrainedTokenizerBase,
+    splits,
+    items: Dataset,
+    content_attributes: list[str],
+    settings: RecStageSettings,
+    output_dir: str | os.PathLike,
+    seed: int = 0,
+    resume_from_checkpoint: bool | str | None = None,
+) -> dict[str, Any]:
+    """Both instruction-tuning stages; the model is left with the best stage-2 weights.
+
+    Args:
+        splits: leave-one-out splits (``train``/``validation``), e.g. from ``leave_one_out``.
+        items: the item table (alignment task); ``content_attributes`` as the tokenizer's.
+        settings: the preset's :class:`RecStageSettings`.
+
+    Returns:
+        ``{"joint_log", "rec_log", "best_metric", "stopped_at_step", "seconds"}``.
+    """
+    output_dir = Path(output_dir)
+    data = RecInstructionData(model, tokenizer)
+    train_rows = subsample_users(splits["train"], settings.max_train_users, seed)
+    valid_rows = subsample_users(splits["validation"], settings.max_eval_users, seed)
+    train_users = set(train_rows["user_id"])
+    rec_train = data.recommendation(train_rows)
+    rec_valid = data.recommendation(valid_rows)
+    joint = [rec_train]
+    if settings.alignment:
+        seen = {i for h in train_rows["history"] for i in h} | set(train_rows["target"])
+        joint.append(
+            data.alignment(
+                items.filter(lambda i: i in seen, input_columns="item_id"), content_attributes
+            )
+        )
+    if settings.scoring_negatives > 0:
+        joint.append(data.scoring(train_rows, settings.scoring_negatives, seed))
+    joint_ds = concatenate_datasets(joint).shuffle(seed=seed)
+    logger.info(
+        "recommender data: %d users, %d recommendation, %d joint examples, %d validation rows",
+        len(train_users),
+        len(rec_train),
+        len(joint_ds),
+        len(rec_valid),
+    )
+    collator = RecCollator(model._pad_id())
+    code_params = [p for n, p in model.named_parameters() if n.endswith("code_weight")]
+    start = time.time()
+
+    joint_args = _stage_args(output_dir / "joint", settings, seed, settings.joint_epochs)
+    joint_trainer = Trainer(
+        model=model,
+        args=joint_args,
+        train_dataset=joint_ds,
+        data_collator=collator,
+        optimizers=(
+            two_rate_optimizer(model, code_params, joint_args, settings.code_learning_rate),
+            None,
+        ),
+    )
+    joint_trainer.train(
+        resume_from_checkpoint=_resume(output_dir / "joint", resume_from_checkpoint)
+    )
+
+    by_ndcg = settings.early_stopping_metric != "loss"
+    metric = "eval_ndcg@10" if by_ndcg else "eval_loss"
+    rec_args = _stage_args(
+        output_dir / "rec",
+        settings,
+        seed,
+        settings.num_epochs,
+        eval_strategy="steps",
+        eval_steps=settings.eval_steps,
+        save_strategy="steps",
+        save_steps=settings.eval_steps,
+        load_best_model_at_end=True,
+        metric_for_best_model=metric,
+        greater_is_better=by_ndcg,
+        save_total_limit=2,
+    )
+    rec_trainer = RecTrainer(
+        model=model,
+        args=rec_args,
+        train_dataset=rec_train,
+        eval_dataset=rec_valid,
+        data_collator=collator,
+        optimizers=(
+            two_rate_optimizer(model, code_params, rec_args, settings.code_learning_rate),
+            None,
+        ),
+        callbacks=[EarlyStoppingCallback(early_stopping_patience=settings.patience)],
+        ranking_split=valid_rows if by_ndcg else None,
+        num_beams=settings.num_beams,
+        eval_batch=settings.eval_batch_size,
+    )
+    rec_trainer.train(resume_from_checkpoint=_resume(output_dir / "rec", resume_from_checkpoint))
+    return {
+        "joint_log": joint_trainer.state.log_history,
+        "rec_log": rec_trainer.state.log_history,
+        "best_metric": rec_trainer.state.best_metric,
+        "metric_for_best_model": metric,
+        "stopped_at_step": rec_trainer.state.global_step,
+        "seconds": round(time.time() - start, 1),
+        "num_train_users": len(train_users),
+        "num_examples": {"joint": len(joint_ds), "recommendation": len(rec_train)},
+    }
+
+
+def _resume(stage_dir: Path, resume: bool | str | None) -> bool | str | None:
+    """Resume a stage only where it left a checkpoint (a finished stage 1 has one too)."""
+    if not resume:
+        return None
+    has_checkpoint = stage_dir.is_dir() and any(stage_dir.glob("checkpoint-*"))
+    return resume if has_checkpoint else None

@@ -1,0 +1,197 @@
+"""StoreForGenerativeRec: extended vocabulary, constrained beam search, scoring, Hub round trip."""
+
+import subprocess
+import sys
+
+import pytest
+import torch
+from transformers import LogitsProcessorList
+
+from store_hf.modeling_store import StoreForGenerativeRec, StoreTokenizerModel
+from store_hf.prompts import left_pad
+
+V, K, N = 3, 16, 120
+
+
+def _rec(family="opt", tied=True, codes=None, n=N, seed=0):
+    torch.manual_seed(seed)
+    tok_model, tok = StoreTokenizerModel.from_backbone(
+        f"tiny-{family}", content_attributes=["title"], num_dense_tokens=V, codebook_size=K
+    )
+    if not tied:  # a Llama with its own output layer
+        bb = tok_model.backbone
+        bb.config.tie_word_embeddings = False
+        bb.lm_head.weight = torch.nn.Parameter(bb.lm_head.weight.detach().clone())
+    if codes is None:  # distinct random code tuples
+        gen = torch.Generator().manual_seed(seed)
+        keys = torch.randperm(K**V, generator=gen)[:n]
+        codes = torch.stack([keys // K**2, keys // K % K, keys % K], dim=1)
+    ids = [f"i{j}" for j in range(len(codes))]
+    rec = StoreForGenerativeRec.from_tokenizer_model(
+        tok_model, tok, ids, codes, lora_r=4, lora_alpha=8, max_history=5
+    ).add_lora()
+    with torch.no_grad():  # LoRA B starts at zero; make the adapters matter
+        for name, p in rec.named_parameters():
+            if "lora_B" in name:
+                p.normal_(std=0.05)
+    return rec.eval(), tok
+
+
+def _histories(num, n=N, seed=1):
+    gen = torch.Generator().manual_seed(seed)
+    return [
+        [
+            f"i{j}"
+            for j in torch.randint(
+                0, n, (int(torch.randint(1, 8, (1,), generator=gen)),), generator=gen
+            ).tolist()
+        ]
+        for _ in range(num)
+    ]
+
+
+@pytest.mark.parametrize("family,tied", [("opt", True), ("llama", False)])
+def test_recommend_matches_stock_constrained_generate(family, tied):
+    rec, _ = _rec(family, tied)
+    histories = _histories(6)
+    out = rec.recommend(histories, k=8, num_beams=8)
+    ids, mask = left_pad(rec._history_prompts(histories), rec._pad_id())
+    gen = rec.generate(
+        input_ids=ids,
+        attention_mask=mask,
+        num_beams=8,
+        num_return_sequences=8,
+        max_new_tokens=V,
+        do_sample=False,
+        logits_processor=LogitsProcessorList([rec.trie_processor()]),
+        output_scores=True,
+        return_dict_in_generate=True,
+    )
+    offsets = rec.config.code_token_offset + torch.arange(V) * K
+    stock_codes = (gen.sequences[:, -V:] - offsets).view(len(histories), 8, V)
+    assert torch.equal(out.codes, stock_codes)
+    # generate divides the summed log-probability by the length (v for every beam)
+    torch.testing.assert_close(out.scores, gen.sequences_scores.view(-1, 8) * V)
+
+
+def test_every_recommendation_is_a_catalogue_item():
+    rec, _ = _rec("llama", tied=True, n=40)
+    histories = _histories(40, n=40, seed=3)
+    out = rec.recommend(histories, k=20, num_beams=20, batch_size=7)
+    catalogue = set(rec.config.item_ids)
+    for items, scores in zip(out.item_ids, out.scores):
+        assert len(items) == 20 and len(set(items)) == 20 and set(items) <= catalogue
+        assert torch.all(scores[:-1] >= scores[1:]) and torch.isfinite(scores).all()
+    assert rec.trie.contains(out.codes.reshape(-1, V)).all()
+
+
+def test_fewer_items_than_beams_and_shared_code_sequences():
+    # 5 items, two pairs sharing a code sequence (collision resolution off)
+    codes = torch.tensor([[1, 2, 3], [1, 2, 3], [1, 2, 4], [5, 6, 7], [5, 6, 7]])
+    rec, _ = _rec("opt", codes=codes)
+    out = rec.recommend([["i0", "i3"], ["i2"]], k=10, num_beams=10)
+    for items, scores in zip(out.item_ids, out.scores):
+        assert sorted(items) == ["i0", "i1", "i2", "i3", "i4"]  # each item once, at item level
+        assert torch.isinf(scores[5:]).all()
+        pos = {item: i for i, item in enumerate(items)}
+        assert abs(pos["i0"] - pos["i1"]) == 1 and scores[pos["i0"]] == scores[pos["i1"]]
+
+
+def test_position_mode_only_constrains_each_position():
+    codes = torch.tensor([[0, 0, 0], [1, 1, 1], [2, 2, 2]])
+    rec, _ = _rec("opt", codes=codes)
+    out = rec.recommend([["i0"]], k=9, num_beams=27, mode="position")
+    # any combination of the codes used per position may come out; only real items are returned
+    assert set(out.item_ids[0]) <= {"i0", "i1", "i2"}
+    assert out.codes.shape == (1, 27, V) and torch.all(out.codes <= 2)
+    assert len({tuple(c) for c in out.codes[0].tolist()}) == 27
+
+
+def test_training_step_trains_code_rows_and_lora_only():
+    rec, _ = _rec("llama", tied=False)
+    rec.train()
+    history = rec.item_codes[:4]
+    prompt = rec.prompts.recommendation(history)
+    target = rec.prompts.item_tokens(rec.item_codes[7])
+    ids = torch.tensor([prompt + target])
+    labels = torch.tensor([[-100] * len(prompt) + target])
+    out = rec(input_ids=ids, attention_mask=torch.ones_like(ids), labels=labels)
+    assert out.logits is None and out.loss > 0
+    out.loss.backward()
+    emb, head = rec.get_input_embeddings(), rec.get_output_embeddings()
+    assert emb.weight.grad is None and head.weight.grad is None  # the word vocabulary is frozen
+    touched = emb.code_weight.grad.abs().sum(-1) > 0
+    input_rows = torch.tensor(prompt + target[:-1]) - rec.config.code_token_offset
+    assert set(touched.nonzero().flatten().tolist()) == set(input_rows[input_rows >= 0].tolist())
+    assert (head.code_weight.grad.abs().sum(-1) > 0).all()  # every code row gets softmax gradient
+    lora = [p.grad for n, p in rec.named_parameters() if "lora_" in n]
+    assert lora and all(g is not None for g in lora)
+    trainable = [n for n, p in rec.named_parameters() if p.requires_grad]
+    assert all("lora_" in n or n.endswith("code_weight") for n in trainable)
+
+
+def test_loss_equals_cross_entropy_of_full_logits():
+    rec, _ = _rec("opt")
+    ids = torch.tensor([rec.prompts.recommendation(rec.item_codes[:3]) + [0, 0]])
+    ids[0, -2:] = torch.tensor(rec.prompts.item_tokens(rec.item_codes[5])[:2])
+    labels = torch.full_like(ids, -100)
+    labels[0, -2:] = ids[0, -2:]
+    with torch.no_grad():
+        loss = rec(input_ids=ids, labels=labels).loss
+        logits = rec(input_ids=ids).logits
+    assert logits.shape[-1] == rec.config.code_token_offset + V * K
+    ref = torch.nn.functional.cross_entropy(logits[0, -3:-1], ids[0, -2:])
+    torch.testing.assert_close(loss, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_score_is_a_yes_probability_and_unknown_ids_fail():
+    rec, tok = _rec("opt")
+    scores = rec.score([["i1", "i2"], ["i3"]], ["i4", "i5"])
+    assert scores.shape == (2,) and torch.all((scores > 0) & (scores < 1))
+    yes, no = rec.prompts.answer_ids
+    assert tok.decode([yes]) == " yes" and tok.decode([no]) == " no"
+    with pytest.raises(KeyError, match="'nope'"):
+        rec.recommend([["i1", "nope"]])
+    with pytest.raises(ValueError, match="histories"):
+        rec.score([["i1"]], ["i2", "i3"])
+
+
+def test_tie_survives_save_and_load(tmp_path):
+    rec, _ = _rec("opt", tied=True)
+    rec.save_pretrained(tmp_path)
+    back = StoreForGenerativeRec.from_pretrained(tmp_path)
+    emb, head = back.get_input_embeddings(), back.get_output_embeddings()
+    assert head.weight is emb.weight and head.tied and head.code_rows is emb.code_weight
+    torch.testing.assert_close(emb.code_weight, rec.get_input_embeddings().code_weight)
+    assert torch.equal(back.item_codes, rec.item_codes)
+
+
+REMOTE = """
+import sys, torch
+sys.modules["store_hf"] = None  # the package cannot be imported in this process
+from transformers import AutoModelForCausalLM
+model = AutoModelForCausalLM.from_pretrained(sys.argv[1], trust_remote_code=True).eval()
+assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
+out = model.recommend([["i1", "i2"], ["i9"]], k=5)
+torch.save({"items": out.item_ids, "scores": out.scores}, sys.argv[2])
+"""
+
+
+@pytest.mark.parametrize("family", ["opt", "llama"])
+def test_remote_code_recommender_without_package(tmp_path, family):
+    rec, _ = _rec(family)
+    rec.merge_lora()
+    ref = rec.recommend([["i1", "i2"], ["i9"]], k=5)
+    rec.save_pretrained(tmp_path / "model")
+    files = {p.name for p in (tmp_path / "model").iterdir()}
+    assert {"modeling_store.py", "prompts.py", "trie.py", "masking.py"} <= files
+    proc = subprocess.run(
+        [sys.executable, "-c", REMOTE, str(tmp_path / "model"), str(tmp_path / "out.pt")],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = torch.load(tmp_path / "out.pt")
+    assert out["items"] == ref.item_ids
+    torch.testing.assert_close(out["scores"], ref.scores)
