@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import sys
+from pathlib import Path
 
 from .clustering import embedding_memory
 from .data import (
@@ -68,6 +69,112 @@ def _describe(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------- pipeline
+_STAGE_COMMANDS = {
+    "tokenizer-train": "tokenizer",
+    "encode": "encode",
+    "cluster": "codebook",
+    "rec-train": "recommender",
+    "evaluate": "evaluate",
+    "report": "report",
+}
+
+
+def _run_config_from_args(args: argparse.Namespace):
+    from .pipeline import PipelineError, RunConfig
+
+    values = {}
+    if args.config:
+        values = RunConfig.from_yaml(args.config).__dict__.copy()
+    flags = {
+        "output_dir": args.output_dir,
+        "preset": args.preset,
+        "backbone": args.backbone,
+        "dataset": args.dataset,
+        "dataset_format": args.format,
+        "items": args.items,
+        "interactions": args.interactions,
+        "kcore": args.kcore,
+        "seed": args.seed,
+    }
+    values.update({k: v for k, v in flags.items() if v is not None})
+    if "output_dir" not in values:
+        raise PipelineError("give --output-dir (or output_dir in the config file)")
+    return RunConfig.from_dict(values, source=args.config or "command line")
+
+
+def _print_table(out_dir) -> None:
+    from .report import metrics_table
+
+    summary = json.loads((out_dir / "metrics.json").read_text())
+    print(metrics_table(summary["systems"]))
+    print(summary["note"])
+
+
+def _run(args: argparse.Namespace) -> int:
+    from .pipeline import Pipeline
+
+    pipeline = Pipeline(_run_config_from_args(args), force=args.force)
+    out = pipeline.run()
+    _print_table(out)
+    print(f"model folder: {pipeline.stage_dir('recommender') / 'model'}")
+    return 0
+
+
+def _stage(args: argparse.Namespace) -> int:
+    from .pipeline import Pipeline, PipelineError, RunConfig
+
+    run_file = args.output_dir / "run_config.json"
+    if not run_file.is_file():
+        raise PipelineError(f"{args.output_dir}: no run_config.json; start with `store-hf run`")
+    config = RunConfig.from_dict(json.loads(run_file.read_text())["config"], source=str(run_file))
+    pipeline = Pipeline(config, force=args.force)
+    folder = getattr(pipeline, _STAGE_COMMANDS[args.command])()
+    print(folder)
+    return 0
+
+
+def _model_folder(path):
+    """A model folder, or the recommender model inside a run's output folder."""
+    from pathlib import Path
+
+    path = Path(path)
+    inner = path / "recommender" / "model"
+    if inner.is_dir():
+        return inner
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"{path}: not a model folder nor a store-hf run folder")
+    return path
+
+
+def _load_rec(path):
+    from .modeling_store import StoreForGenerativeRec
+
+    return StoreForGenerativeRec.from_pretrained(_model_folder(path))
+
+
+def _recommend(args: argparse.Namespace) -> int:
+    rec = _load_rec(args.model)
+    out = rec.recommend([args.history], k=args.k)
+    print(json.dumps({"items": out.item_ids[0], "scores": out.scores[0].tolist()}, indent=2))
+    return 0
+
+
+def _score(args: argparse.Namespace) -> int:
+    rec = _load_rec(args.model)
+    scores = rec.score([args.history] * len(args.candidates), args.candidates)
+    print(json.dumps(dict(zip(args.candidates, scores.tolist())), indent=2))
+    return 0
+
+
+def _push(args: argparse.Namespace) -> int:
+    from .hub import push_to_hub
+
+    url = push_to_hub(_model_folder(args.folder), args.repo_id, private=args.private)
+    print(url)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="store-hf", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -81,6 +188,46 @@ def build_parser() -> argparse.ArgumentParser:
     describe.add_argument("--codebook-size", type=int, default=256, help="k, clusters per position")
     describe.add_argument("--num-dense-tokens", type=int, default=4, help="v, code positions")
     describe.set_defaults(func=_describe)
+
+    run = sub.add_parser(
+        "run", help="the whole pipeline: data -> tokenizer -> codebook -> recommender -> report"
+    )
+    run.add_argument("config", nargs="?", help="a YAML run config (flags override it)")
+    run.add_argument("--output-dir", type=str)
+    run.add_argument("--preset", help="cpu (default), tiny or paper")
+    run.add_argument("--backbone", help="Hub id, local folder, .gguf file or smollm2-135m")
+    run.add_argument("--dataset", help="dataset folder (default: the embedded Amazon set)")
+    run.add_argument("--dataset-format", dest="format", choices=available_formats())
+    run.add_argument("--items", help="items file (with --interactions)")
+    run.add_argument("--interactions", help="interactions file (with --items)")
+    run.add_argument("--kcore", type=int)
+    run.add_argument("--seed", type=int)
+    run.add_argument("--force", action="store_true", help="redo finished stages")
+    run.set_defaults(func=_run)
+
+    for command, stage in _STAGE_COMMANDS.items():
+        p = sub.add_parser(command, help=f"run only the {stage} stage of a run folder")
+        p.add_argument("output_dir", type=Path, help="the run's output folder")
+        p.add_argument("--force", action="store_true", help="redo the stage if finished")
+        p.set_defaults(func=_stage)
+
+    rec = sub.add_parser("recommend", help="top-k next items for one history")
+    rec.add_argument("model", help="a recommender model folder or a run folder")
+    rec.add_argument("--history", nargs="+", required=True, help="item ids, oldest first")
+    rec.add_argument("-k", type=int, default=10)
+    rec.set_defaults(func=_recommend)
+
+    score = sub.add_parser("score", help="yes-probabilities of candidates for one history")
+    score.add_argument("model", help="a recommender model folder or a run folder")
+    score.add_argument("--history", nargs="+", required=True)
+    score.add_argument("--candidates", nargs="+", required=True)
+    score.set_defaults(func=_score)
+
+    push = sub.add_parser("push", help="upload a model folder to the Hugging Face Hub")
+    push.add_argument("folder", help="a recommender model folder or a run folder")
+    push.add_argument("--repo-id", required=True, help="org/name")
+    push.add_argument("--private", action="store_true")
+    push.set_defaults(func=_push)
     return parser
 
 
@@ -89,12 +236,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(levelname)s %(name)s: %(message)s",
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)
     try:
         return args.func(args)
-    except DataFormatError as e:
+    except (DataFormatError, FileNotFoundError, RuntimeError, ValueError) as e:
+        if args.verbose:  # the full traceback, for bug reports
+            raise
         print(f"store-hf: error: {e}", file=sys.stderr)
+        return 2
+    except KeyError as e:  # unknown item ids
+        print(f"store-hf: error: {e.args[0]}", file=sys.stderr)
         return 2
 
 

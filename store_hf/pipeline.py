@@ -1,0 +1,495 @@
+"""The whole STORE pipeline as resumable stages, each in its own folder of the output directory.
+
+    data -> tokenizer -> encode -> codebook -> recommender -> evaluate -> report
+
+A stage writes into ``<name>.partial/`` and renames it to ``<name>/`` once everything, ending
+with ``stage.json``, is written: a killed run never leaves a folder a later stage would take for
+finished. Finished stages are skipped unless forced; interrupted trainings resume from their
+checkpoints under ``checkpoints/``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .clustering import SemanticCodebook
+from .data import DataOptions, load_embedded_dataset, read_dataset
+from .data.dataset import RecDataset
+from .data.splits import leave_one_out
+from .presets import Preset, RecStageSettings, TokenizerStageSettings, get_preset
+
+logger = logging.getLogger(__name__)
+
+STAGES = ("tokenizer", "encode", "codebook", "recommender", "evaluate", "report")
+RUN_FILE = "run_config.json"
+
+
+class PipelineError(ValueError):
+    """A run that cannot start or continue (bad config, foreign output folder, missing stage)."""
+
+
+@dataclass
+class RunConfig:
+    """Everything a run depends on; saved as ``run_config.json`` in the output folder.
+
+    ``tokenizer``/``recommender``/``codebook`` override fields of the preset's stage settings
+    (:class:`TokenizerStageSettings`, :class:`RecStageSettings`) and of
+    :class:`SemanticCodebook`.
+    """
+
+    output_dir: str
+    preset: str = "cpu"
+    backbone: str | None = None
+    dataset: str | None = None
+    dataset_format: str | None = None
+    items: str | None = None
+    interactions: str | None = None
+    kcore: int | None = None
+    seed: int = 0
+    eval_tokenizer_items: int = 48
+    tokenizer: dict[str, Any] = field(default_factory=dict)
+    recommender: dict[str, Any] = field(default_factory=dict)
+    codebook: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], source: str = "config") -> RunConfig:
+        """Build from a dict, naming the source and field of any unknown or mistyped key."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise PipelineError(f"{source}: unknown key(s) {unknown}; known keys: {sorted(known)}")
+        if "output_dir" not in values:
+            raise PipelineError(f"{source}: 'output_dir' is required")
+        config = cls(**values)
+        config.check(source)
+        return config
+
+    @classmethod
+    def from_yaml(cls, path: str | os.PathLike) -> RunConfig:
+        import yaml
+
+        path = Path(path)
+        if not path.is_file():
+            raise PipelineError(f"{path}: config file not found")
+        try:
+            values = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise PipelineError(f"{path}: not valid YAML: {e}") from None
+        if not isinstance(values, dict):
+            raise PipelineError(f"{path}: expected a mapping of settings at the top level")
+        return cls.from_dict(values, source=str(path))
+
+    def check(self, source: str = "config") -> None:
+        try:
+            preset = get_preset(self.preset)
+        except ValueError as e:
+            raise PipelineError(f"{source}: preset: {e}") from None
+        for name, settings in (
+            ("tokenizer", preset.tokenizer),
+            ("recommender", preset.recommender),
+        ):
+            allowed = {f.name for f in dataclasses.fields(settings)}
+            bad = sorted(set(getattr(self, name)) - allowed)
+            if bad:
+                raise PipelineError(
+                    f"{source}: {name}: unknown setting(s) {bad}; known: {sorted(allowed)}"
+                )
+        codebook_keys = {"pca_dim", "pca", "collisions", "engine", "n_init", "max_iter"}
+        bad = sorted(set(self.codebook) - codebook_keys)
+        if bad:
+            raise PipelineError(
+                f"{source}: codebook: unknown setting(s) {bad}; known: {sorted(codebook_keys)}"
+            )
+
+    def resolved_preset(self) -> Preset:
+        preset = get_preset(self.preset, **({"backbone": self.backbone} if self.backbone else {}))
+        return dataclasses.replace(
+            preset,
+            tokenizer=dataclasses.replace(preset.tokenizer, **self.tokenizer),
+            recommender=dataclasses.replace(preset.recommender, **self.recommender),
+        )
+
+    def identity(self) -> dict[str, Any]:
+        """What makes two runs the same run (an output folder serves one identity)."""
+        values = dataclasses.asdict(self)
+        values.pop("output_dir")
+        return values
+
+    def load_dataset(self) -> RecDataset:
+        options = DataOptions(kcore=self.kcore)
+        if self.dataset is None and self.items is None and self.interactions is None:
+            return load_embedded_dataset(options)
+        return read_dataset(
+            self.dataset,
+            format=self.dataset_format,
+            items=self.items,
+            interactions=self.interactions,
+            options=options,
+        )
+
+
+# ---------------------------------------------------------------------------- stage plumbing
+def _write_json(path: Path, value: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(value, indent=2, default=_json_default))
+    os.replace(tmp, path)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (np.integer, np.floating)):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+class Pipeline:
+    """Runs the stages of one :class:`RunConfig` into its output folder."""
+
+    def __init__(self, config: RunConfig, force: bool = False) -> None:
+        self.config = config
+        self.out = Path(config.output_dir)
+        self.force = force
+        self.preset = config.resolved_preset()
+        self._dataset: RecDataset | None = None
+        self._splits = None
+
+    # -- bookkeeping
+    def claim_output_dir(self) -> None:
+        """Create the output folder, or check that it belongs to this run."""
+        run_file = self.out / RUN_FILE
+        if self.out.exists() and not self.out.is_dir():
+            raise PipelineError(f"{self.out}: exists and is not a folder")
+        if run_file.is_file():
+            saved = json.loads(run_file.read_text()).get("identity", {})
+            mine = self.config.identity()
+            diff = sorted(k for k in set(saved) | set(mine) if saved.get(k) != mine.get(k))
+            if diff and not self.force:
+                raise PipelineError(
+                    f"{self.out}: holds another run (settings differ: {diff}); choose a new "
+                    "--output-dir, or pass --force to overwrite it"
+                )
+        elif self.out.is_dir() and any(self.out.iterdir()) and not self.force:
+            raise PipelineError(
+                f"{self.out}: not empty and not a store-hf run folder; choose a new --output-dir"
+            )
+        self.out.mkdir(parents=True, exist_ok=True)
+        _write_json(
+            run_file,
+            {"identity": self.config.identity(), "config": dataclasses.asdict(self.config)},
+        )
+
+    def stage_dir(self, name: str) -> Path:
+        return self.out / name
+
+    def is_done(self, name: str) -> bool:
+        return (self.stage_dir(name) / "stage.json").is_file()
+
+    def require(self, name: str) -> Path:
+        if not self.is_done(name):
+            raise PipelineError(
+                f"{self.stage_dir(name)}: stage {name!r} has not finished; run "
+                f"`store-hf {name if name != 'recommender' else 'rec-train'}` (or `store-hf run`)"
+            )
+        return self.stage_dir(name)
+
+    def run_stage(self, name: str, body: Callable[[Path], dict[str, Any]]) -> Path:
+        """Run ``body(partial_dir) -> summary`` unless the stage is done; publish atomically."""
+        final = self.stage_dir(name)
+        if self.is_done(name) and not self.force:
+            logger.info("stage %s: already done (%s), skipping", name, final)
+            return final
+        partial = self.out / f"{name}.partial"
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+        start = time.time()
+        logger.info("stage %s: started", name)
+        summary = body(partial)
+        summary = {"stage": name, "seconds": round(time.time() - start, 1), **summary}
+        _write_json(partial / "stage.json", summary)
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(partial, final)
+        logger.info("stage %s: done in %.1f s", name, summary["seconds"])
+        return final
+
+    # -- shared inputs
+    @property
+    def dataset(self) -> RecDataset:
+        if self._dataset is None:
+            self._dataset = self.config.load_dataset()
+        return self._dataset
+
+    @property
+    def splits(self):
+        if self._splits is None:
+            self._splits = leave_one_out(
+                self.dataset, max_history=self.preset.recommender.max_history
+            )
+        return self._splits
+
+    # -- stages
+    def tokenizer(self) -> Path:
+        return self.run_stage("tokenizer", self._tokenizer)
+
+    def _tokenizer(self, folder: Path) -> dict[str, Any]:
+        from .collators import DenseTokenizerCollator, tokenize_items
+        from .tokenizer_training import (
+            build_tokenizer_model,
+            calibrate_placeholder_scaler,
+            dense_information_gap,
+            stage_training_arguments,
+            train_dense_tokenizer,
+        )
+
+        settings: TokenizerStageSettings = self.preset.tokenizer
+        items = self.dataset.items.shuffle(seed=self.config.seed)
+        n_eval = min(self.config.eval_tokenizer_items, len(items) // 10)
+        n_train = min(settings.max_items or len(items), len(items) - n_eval)
+        train_items = items.select(range(n_train))
+        eval_items = items.select(range(len(items) - n_eval, len(items)))
+        model, tokenizer = build_tokenizer_model(self.preset, self.dataset.attributes)
+        if n_eval >= 2:  # the scaler must be calibrated before "before" means anything
+            calibrate_placeholder_scaler(
+                model,
+                DenseTokenizerCollator(tokenizer.pad_token_id),
+                tokenize_items(train_items, tokenizer, model.config),
+            )
+            before = dense_information_gap(model, tokenizer, eval_items)
+        else:
+            before = {}
+        checkpoints = self.out / "checkpoints" / "tokenizer"
+        args = stage_training_arguments(checkpoints, settings, seed=self.config.seed)
+        resume = checkpoints.is_dir() and any(checkpoints.glob("checkpoint-*"))
+        trainer = train_dense_tokenizer(
+            model,
+            tokenizer,
+            train_items,
+            args,
+            resume_from_checkpoint=True if resume else None,
+            embedding_learning_rate=settings.embedding_learning_rate,
+        )
+        gap = dense_information_gap(model, tokenizer, eval_items) if n_eval >= 2 else {}
+        model.merge_lora()
+        model.save_pretrained(folder / "model")
+        tokenizer.save_pretrained(folder / "model")
+        log = trainer.state.log_history
+        _write_json(folder / "log_history.json", log)
+        return {
+            "train_items": n_train,
+            "eval_items": n_eval,
+            "dense_information_before": before,
+            "dense_information_after": gap,
+            "final_loss": next((h["loss"] for h in reversed(log) if "loss" in h), None),
+        }
+
+    def encode(self) -> Path:
+        return self.run_stage("encode", self._encode)
+
+    def _load_tokenizer_model(self):
+        from transformers import AutoTokenizer
+
+        from .modeling_store import StoreTokenizerModel
+
+        folder = self.require("tokenizer") / "model"
+        return StoreTokenizerModel.from_pretrained(folder), AutoTokenizer.from_pretrained(folder)
+
+    def _encode(self, folder: Path) -> dict[str, Any]:
+        from safetensors.torch import save_file
+
+        from .tokenizer_training import item_texts
+
+        model, tokenizer = self._load_tokenizer_model()
+        items = self.dataset.items
+        texts = item_texts(items, model.config.content_attributes)
+        start = time.time()
+        embeddings = model.encode_items(
+            texts, tokenizer, batch_size=self.preset.tokenizer.encode_batch_size, bf16=True
+        )
+        seconds = time.time() - start
+        save_file({"embeddings": embeddings.contiguous()}, str(folder / "embeddings.safetensors"))
+        _write_json(folder / "item_ids.json", list(items["item_id"]))
+        return {
+            "num_items": len(items),
+            "shape": list(embeddings.shape),
+            "items_per_second": round(len(items) / max(seconds, 1e-9), 1),
+        }
+
+    def _embeddings(self) -> tuple[torch.Tensor, list[str]]:
+        from safetensors.torch import load_file
+
+        folder = self.require("encode")
+        embeddings = load_file(str(folder / "embeddings.safetensors"))["embeddings"]
+        return embeddings, json.loads((folder / "item_ids.json").read_text())
+
+    def codebook(self) -> Path:
+        return self.run_stage("codebook", self._codebook)
+
+    def _codebook(self, folder: Path) -> dict[str, Any]:
+        embeddings, item_ids = self._embeddings()
+        tok_config = json.loads((self.require("tokenizer") / "model" / "config.json").read_text())
+        codebook = SemanticCodebook(
+            codebook_size=tok_config.get("codebook_size", 256),
+            pca_dim=tok_config.get("codebook_dim", 32),
+            seed=self.config.seed,
+            **self.config.codebook,
+        ).fit(embeddings.numpy(), item_ids)
+        codebook.save_pretrained(folder / "codebook")
+        stats = codebook.statistics()
+        _write_json(folder / "statistics.json", stats)
+        try:
+            codebook.plot_cluster_sizes(folder / "cluster_sizes.png")
+        except ImportError as e:  # matplotlib is an optional extra
+            logger.warning("no cluster-size plot: %s", e)
+        return {
+            "utilisation": [p["utilisation"] for p in stats["positions"]],
+            "collision_rate_before": stats["collision_rate_before"],
+            "collision_rate_after": stats["collision_rate_after"],
+            "fit_seconds": stats["fit_seconds"],
+        }
+
+    def recommender(self) -> Path:
+        return self.run_stage("recommender", self._recommender)
+
+    def _recommender(self, folder: Path) -> dict[str, Any]:
+        from .modeling_store import StoreForGenerativeRec
+        from .rec_training import train_recommender
+
+        settings: RecStageSettings = self.preset.recommender
+        tok_model, tokenizer = self._load_tokenizer_model()
+        codebook = SemanticCodebook.from_pretrained(self.require("codebook") / "codebook")
+        code_rows = None
+        if settings.code_init == "dense":
+            embeddings, _ = self._embeddings()
+            code_rows = code_embeddings_from_dense(
+                tok_model, embeddings, torch.as_tensor(codebook.codes), codebook.codebook_size
+            )
+        rec = StoreForGenerativeRec.from_tokenizer_model(
+            tok_model,
+            tokenizer,
+            codebook.item_ids,
+            codebook.codes,
+            codebook_size=codebook.codebook_size,
+            code_embeddings=code_rows,
+            lora_r=settings.lora_r,
+            lora_alpha=settings.lora_alpha,
+            lora_dropout=settings.lora_dropout,
+            max_history=settings.max_history,
+        )
+        rec.add_lora()
+        checkpoints = self.out / "checkpoints" / "recommender"
+        result = train_recommender(
+            rec,
+            tokenizer,
+            self.splits,
+            self.dataset.items,
+            rec.config.content_attributes,
+            settings,
+            checkpoints,
+            seed=self.config.seed,
+            resume_from_checkpoint=True,
+        )
+        rec.merge_lora()
+        model_dir = folder / "model"
+        rec.save_pretrained(model_dir)
+        tokenizer.save_pretrained(model_dir)
+        codebook.save_pretrained(model_dir / "codebook")
+        _write_json(
+            folder / "log_history.json", {"joint": result["joint_log"], "rec": result["rec_log"]}
+        )
+        return {k: v for k, v in result.items() if not k.endswith("_log")}
+
+    def evaluate(self) -> Path:
+        return self.run_stage("evaluate", self._evaluate)
+
+    def load_recommender(self):
+        from .modeling_store import StoreForGenerativeRec
+
+        return StoreForGenerativeRec.from_pretrained(self.require("recommender") / "model")
+
+    def _evaluate(self, folder: Path) -> dict[str, Any]:
+        from .baselines import MostPopular
+        from .metrics import RankingMetrics
+        from .rec_training import evaluate_recommender, subsample_users
+
+        settings = self.preset.recommender
+        rec = self.load_recommender()
+        test = subsample_users(self.splits["test"], settings.max_eval_users, self.config.seed + 1)
+        ks = (1, 5, 10, 20)
+        store = evaluate_recommender(
+            rec,
+            test,
+            ks=ks,
+            num_beams=max(settings.num_beams, max(ks)),
+            batch_size=settings.eval_batch_size,
+        )
+        popular = MostPopular().fit(self.splits["train"], item_ids=rec.config.item_ids)
+        pop = RankingMetrics(ks)
+        pop.update_ranks(popular.rank_targets(test["history"], test["target"]))
+        metrics = {
+            "STORE": store,
+            "MostPopular": pop.compute(),
+        }
+        note = (
+            f"leave-one-out test split, {len(test)} of {len(self.splits['test'])} users"
+            + (" (random subset)" if len(test) < len(self.splits["test"]) else "")
+            + f", full ranking over {len(rec.config.item_ids)} items, beam size "
+            f"{max(settings.num_beams, max(ks))}"
+        )
+        _write_json(folder / "metrics.json", {"systems": metrics, "note": note})
+        return {"metrics": metrics, "note": note}
+
+    def report(self) -> Path:
+        return self.run_stage("report", self._report)
+
+    def _report(self, folder: Path) -> dict[str, Any]:
+        from .report import write_report
+
+        return write_report(self, folder)
+
+    def run(self, until: str | None = None) -> Path:
+        """Run every stage in order (up to and including ``until``)."""
+        if not self.is_done("report") or self.force:
+            _ = self.dataset  # read (and so check) the data before touching the output folder
+        self.claim_output_dir()
+        for name in STAGES:
+            getattr(self, name)()
+            if name == until:
+                break
+        return self.out
+
+
+@torch.no_grad()
+def code_embeddings_from_dense(
+    tokenizer_model, dense: torch.Tensor, codes: torch.Tensor, codebook_size: int
+) -> torch.Tensor:
+    """Initial code-token rows ``(v * k, dim)``: for code ``c`` at position ``p``, the mean
+    placeholder input (scaled dense token ``p``) of the items in that cluster.
+
+    The recommender thus starts by reading a code token the way the tokenizer taught the LLM to
+    read that cluster's dense tokens. Empty clusters get the mean over all items.
+    """
+    states = tokenizer_model.placeholder_scaler(dense.to(tokenizer_model.dtype)).float()
+    n, v, dim = states.shape
+    rows = (codes.long() + torch.arange(v) * codebook_size).reshape(-1)
+    sums = torch.zeros(v * codebook_size, dim).index_add_(0, rows, states.reshape(-1, dim))
+    counts = torch.bincount(rows, minlength=v * codebook_size).unsqueeze(1)
+    fallback = states.mean(0).repeat_interleave(codebook_size, dim=0)  # per position
+    return torch.where(counts > 0, sums / counts.clamp_min(1), fallback)
+
+
+__all__ = ["STAGES", "Pipeline", "PipelineError", "RunConfig", "code_embeddings_from_dense"]

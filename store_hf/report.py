@@ -1,0 +1,203 @@
+"""The run report: ``report.md``, ``metrics.json`` and PNG plots, plus the model card."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from .data.describe import format_statistics
+
+logger = logging.getLogger(__name__)
+
+TABLE_KS = (5, 10, 20)
+
+
+def metrics_table(systems: dict[str, dict[str, float]], ks: tuple[int, ...] = TABLE_KS) -> str:
+    """Markdown table, one row per system: Recall@K then NDCG@K."""
+    head = [f"Recall@{k}" for k in ks] + [f"NDCG@{k}" for k in ks]
+    lines = ["| system | " + " | ".join(head) + " |", "|---" * (len(head) + 1) + "|"]
+    for name, m in systems.items():
+        cells = [f"{m[f'recall@{k}']:.4f}" for k in ks] + [f"{m[f'ndcg@{k}']:.4f}" for k in ks]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _read(path: Path) -> Any:
+    return json.loads(path.read_text())
+
+
+def _plots(folder: Path, tokenizer_log, rec_log, systems) -> list[str]:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        logger.warning("matplotlib is not installed (pip install store-hf[plot]): no plots")
+        return []
+    made = []
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
+    steps = [(h["step"], h["loss"]) for h in tokenizer_log if "loss" in h]
+    if steps:
+        axes[0].plot(*zip(*steps))
+    axes[0].set(title="dense tokenizer", xlabel="step", ylabel="target loss")
+    for stage, log in rec_log.items():
+        pts = [(h["step"], h["loss"]) for h in log if "loss" in h]
+        if pts:
+            axes[1].plot(*zip(*pts), label=f"{stage} train")
+        pts = [(h["step"], h["eval_loss"]) for h in log if "eval_loss" in h]
+        if pts:
+            axes[1].plot(*zip(*pts), "o-", label=f"{stage} validation")
+    axes[1].set(title="recommender", xlabel="step", ylabel="loss")
+    axes[1].legend()
+    fig.tight_layout()
+    fig.savefig(folder / "training_curves.png", dpi=100)
+    plt.close(fig)
+    made.append("training_curves.png")
+
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    ks = (1, 5, 10, 20)
+    for name, m in systems.items():
+        ax.plot(ks, [m[f"recall@{k}"] for k in ks], "o-", label=name)
+    ax.set(title="Recall@K (test)", xlabel="K", ylabel="Recall@K", xticks=ks)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(folder / "recall_at_k.png", dpi=100)
+    plt.close(fig)
+    made.append("recall_at_k.png")
+    return made
+
+
+def write_report(pipeline, folder: Path) -> dict[str, Any]:
+    """Gather the finished stages of ``pipeline`` into ``folder`` and the model card."""
+    out = pipeline.out
+    evaluation = _read(pipeline.require("evaluate") / "metrics.json")
+    codebook = _read(pipeline.require("codebook") / "statistics.json")
+    stages = {
+        name: _read(pipeline.stage_dir(name) / "stage.json")
+        for name in ("tokenizer", "encode", "codebook", "recommender", "evaluate")
+    }
+    tokenizer_log = _read(pipeline.stage_dir("tokenizer") / "log_history.json")
+    rec_log = _read(pipeline.stage_dir("recommender") / "log_history.json")
+    systems = evaluation["systems"]
+
+    plots = _plots(folder, tokenizer_log, rec_log, systems)
+    sizes = pipeline.stage_dir("codebook") / "cluster_sizes.png"
+    if sizes.is_file():
+        shutil.copy(sizes, folder / "cluster_sizes.png")
+        plots.append("cluster_sizes.png")
+
+    config = pipeline.config
+    preset = pipeline.preset
+    dataset_stats = pipeline.dataset.statistics()
+    util = ", ".join(f"{p['utilisation']:.2f}" for p in codebook["positions"])
+    timing = "\n".join(f"| {n} | {s['seconds']:.0f} s |" for n, s in stages.items())
+    lines = [
+        f"# STORE run: {dataset_stats.get('name', 'dataset')}, preset `{preset.name}`",
+        "",
+        f"Backbone `{preset.backbone}`; output folder `{out}`.",
+        "",
+        "## Test metrics",
+        "",
+        metrics_table(systems),
+        "",
+        evaluation["note"] + ".",
+        "",
+        "## Dataset",
+        "",
+        "```text",
+        format_statistics(dataset_stats),
+        "```",
+        "",
+        "## Dense tokenizer",
+        "",
+        f"Trained on {stages['tokenizer']['train_items']} items; final training loss "
+        f"{stages['tokenizer']['final_loss']}.",
+    ]
+    gap = stages["tokenizer"].get("dense_information_after") or {}
+    if gap:
+        lines.append(
+            f"Held-out target loss with an item's own dense tokens {gap['loss_own']:.3f} vs "
+            f"another item's {gap['loss_other']:.3f} (gap {gap['gap']:.3f} nats/token)."
+        )
+    lines += [
+        "",
+        "## Codebook",
+        "",
+        f"k = {codebook['codebook_size']} clusters x v = {codebook['num_positions']} positions "
+        f"over {codebook['num_items']} items, PCA to {codebook['dim']} dims; utilisation per "
+        f"position {util}; items sharing a code sequence: "
+        f"{codebook['collision_rate_before']:.2%} before resolution, "
+        f"{codebook['collision_rate_after']:.2%} after; fit in {codebook['fit_seconds']:.1f} s.",
+        "",
+        "## Stage times",
+        "",
+        "| stage | time |",
+        "|---|---|",
+        timing,
+        "",
+        "## Configuration",
+        "",
+        "```json",
+        json.dumps({"run": config.identity(), "preset": preset.to_dict()}, indent=2),
+        "```",
+        "",
+    ]
+    lines += [f"![{p}]({p})" for p in plots]
+    report = "\n".join(lines) + "\n"
+    (folder / "report.md").write_text(report)
+    summary = {
+        "systems": systems,
+        "note": evaluation["note"],
+        "codebook": {
+            "utilisation": [p["utilisation"] for p in codebook["positions"]],
+            "collision_rate_before": codebook["collision_rate_before"],
+            "collision_rate_after": codebook["collision_rate_after"],
+        },
+    }
+    (folder / "metrics.json").write_text(json.dumps(summary, indent=2))
+    for name in ("report.md", "metrics.json"):  # also at the top of the output folder
+        tmp = out / f".{name}.tmp"
+        shutil.copy(folder / name, tmp)
+        os.replace(tmp, out / name)
+    _model_card(pipeline, dataset_stats, codebook, systems, evaluation["note"])
+    return {"plots": plots, "table": metrics_table(systems)}
+
+
+def _model_card(pipeline, dataset_stats, codebook, systems, note) -> None:
+    try:
+        from .hub import write_model_card
+    except ImportError:  # pragma: no cover - hub.py ships with the package
+        return
+    model_dir = pipeline.stage_dir("recommender") / "model"
+    history = pipeline.splits["test"][0]["history"][-5:]
+    preset = pipeline.preset
+    write_model_card(
+        model_dir,
+        {
+            "model_name": f"store-{dataset_stats.get('name', 'rec').lower()}-{preset.name}",
+            "base_model": preset.backbone,
+            "dataset_name": dataset_stats.get("name", "dataset"),
+            "dataset_stats": {k: dataset_stats[k] for k in ("items", "users", "interactions")},
+            "preset": preset.name,
+            "settings": {
+                "tokenizer": preset.to_dict()["tokenizer"],
+                "recommender": preset.to_dict()["recommender"],
+            },
+            "codebook_stats": {
+                "utilisation": [p["utilisation"] for p in codebook["positions"]],
+                "collision_rate_before": codebook["collision_rate_before"],
+                "collision_rate_after": codebook["collision_rate_after"],
+                "num_items": codebook["num_items"],
+                "codebook_size": codebook["codebook_size"],
+                "num_positions": codebook["num_positions"],
+            },
+            "metrics": systems,
+            "eval_note": note,
+            "example_history": history,
+        },
+    )
