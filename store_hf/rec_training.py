@@ -216,9 +216,12 @@ class RecTrainer(Trainer):
         self.num_beams = num_beams
         self.eval_batch = eval_batch
 
-    def evaluate(self, *args, **kwargs) -> dict[str, float]:
-        metrics = super().evaluate(*args, **kwargs)
+    def evaluation_loop(self, *args, **kwargs):
+        # extend the loop's metrics (not evaluate()'s result) so that callbacks such as early
+        # stopping, and best-model tracking, see the ranking metrics too
+        output = super().evaluation_loop(*args, **kwargs)
         if self.ranking_split is not None:
+            prefix = kwargs.get("metric_key_prefix", args[3] if len(args) > 3 else "eval")
             ranking = evaluate_recommender(
                 self.model,
                 self.ranking_split,
@@ -227,10 +230,8 @@ class RecTrainer(Trainer):
                 batch_size=self.eval_batch,
                 show_progress=False,
             )
-            extra = {f"eval_{k}": v for k, v in ranking.items() if "@" in k}
-            metrics.update(extra)
-            self.log(extra)
-        return metrics
+            output.metrics.update({f"{prefix}_{k}": v for k, v in ranking.items() if "@" in k})
+        return output
 
 
 def _stage_args(

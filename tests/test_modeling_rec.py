@@ -5,8 +5,10 @@ import sys
 
 import pytest
 import torch
-from transformers import LogitsProcessorList
+from transformers import AutoModelForCausalLM, LogitsProcessorList
 
+from store_hf.backbones import load_tokenizer, tiny_backbone_config
+from store_hf.configuration_store import StoreConfig
 from store_hf.modeling_store import StoreForGenerativeRec, StoreTokenizerModel
 from store_hf.prompts import left_pad
 
@@ -15,13 +17,25 @@ V, K, N = 3, 16, 120
 
 def _rec(family="opt", tied=True, codes=None, n=N, seed=0):
     torch.manual_seed(seed)
-    tok_model, tok = StoreTokenizerModel.from_backbone(
-        f"tiny-{family}", content_attributes=["title"], num_dense_tokens=V, codebook_size=K
-    )
-    if not tied:  # a Llama with its own output layer
-        bb = tok_model.backbone
-        bb.config.tie_word_embeddings = False
-        bb.lm_head.weight = torch.nn.Parameter(bb.lm_head.weight.detach().clone())
+    if tied:
+        tok_model, tok = StoreTokenizerModel.from_backbone(
+            f"tiny-{family}", content_attributes=["title"], num_dense_tokens=V, codebook_size=K
+        )
+    else:  # a backbone with its own output layer, as configured (Llama-3 style)
+        tok = load_tokenizer("tiny-llama")
+        cfg = tiny_backbone_config(
+            family, len(tok), tok.pad_token_id, tok.eos_token_id, tok.bos_token_id
+        )
+        cfg.tie_word_embeddings = False
+        bb = AutoModelForCausalLM.from_config(cfg)
+        config = StoreConfig(
+            text_config=bb.config,
+            attn_implementation="sdpa",
+            content_attributes=["title"],
+            num_dense_tokens=V,
+            codebook_size=K,
+        )
+        tok_model = StoreTokenizerModel(config, backbone=bb)
     if codes is None:  # distinct random code tuples
         gen = torch.Generator().manual_seed(seed)
         keys = torch.randperm(K**V, generator=gen)[:n]
@@ -156,12 +170,16 @@ def test_score_is_a_yes_probability_and_unknown_ids_fail():
         rec.score([["i1"]], ["i2", "i3"])
 
 
-def test_tie_survives_save_and_load(tmp_path):
-    rec, _ = _rec("opt", tied=True)
+@pytest.mark.parametrize("tied", [True, False])
+def test_tie_or_its_absence_survives_save_and_load(tmp_path, tied):
+    rec, _ = _rec("llama", tied=tied)
     rec.save_pretrained(tmp_path)
     back = StoreForGenerativeRec.from_pretrained(tmp_path)
     emb, head = back.get_input_embeddings(), back.get_output_embeddings()
-    assert head.weight is emb.weight and head.tied and head.code_rows is emb.code_weight
+    assert head.tied == tied and (head.weight is emb.weight) == tied
+    assert (head.code_rows is emb.code_weight) == tied
+    torch.testing.assert_close(head.weight, rec.get_output_embeddings().weight)
+    torch.testing.assert_close(head.code_rows, rec.get_output_embeddings().code_rows)
     torch.testing.assert_close(emb.code_weight, rec.get_input_embeddings().code_weight)
     assert torch.equal(back.item_codes, rec.item_codes)
 
