@@ -2,19 +2,30 @@
 
 __version__ = "0.1.0"
 
-from transformers import AutoConfig, AutoModel
+from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
 from .clustering import SemanticCodebook
 from .configuration_store import StoreConfig
-from .modeling_store import StoreTokenizerModel, StoreTokenizerOutput
+from .modeling_store import (
+    RecommendationOutput,
+    StoreForGenerativeRec,
+    StoreTokenizerModel,
+    StoreTokenizerOutput,
+)
+from .trie import CodeTrie, TrieLogitsProcessor
 
 AutoConfig.register("store", StoreConfig)
 AutoModel.register(StoreConfig, StoreTokenizerModel)
+AutoModelForCausalLM.register(StoreConfig, StoreForGenerativeRec)
 
 __all__ = [
+    "CodeTrie",
+    "RecommendationOutput",
     "SemanticCodebook",
     "StoreConfig",
+    "StoreForGenerativeRec",
     "StoreTokenizerModel",
     "StoreTokenizerOutput",
+    "TrieLogitsProcessor",
     "__version__",
 ]

@@ -514,17 +514,41 @@ class StoreTokenizerModel(StorePreTrainedModel):
             bf16: run the backbone under bfloat16 autocast (about 4x faster on recent CPUs).
 
         Returns:
-            float32 tensor ``(num_items, v, dim)`` on the CPU, in the order of ``texts``.
+            float32 tensor ``(num_items, v, dim)`` on the CPU, in the order of ``texts``. Under
+            ``torch.distributed`` (e.g. ``accelerate launch``) every process encodes a contiguous
+            shard and all processes receive the whole result, gathered in order.
         """
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            rank, world = dist.get_rank(), dist.get_world_size()
+            bounds = [len(texts) * r // world for r in range(world + 1)]
+            local = self._encode_items(
+                list(texts)[bounds[rank] : bounds[rank + 1]],
+                tokenizer,
+                batch_size,
+                bf16,
+                show_progress and rank == 0,
+            )
+            shards = [None] * world
+            dist.all_gather_object(shards, local)
+            return torch.cat(shards)
+        return self._encode_items(list(texts), tokenizer, batch_size, bf16, show_progress)
+
+    def _encode_items(
+        self, texts: list[str], tokenizer, batch_size: int, bf16: bool, show_progress: bool
+    ) -> torch.Tensor:
         from tqdm.auto import tqdm
 
         was_training = self.training
         self.eval()
-        encoded = tokenizer(
-            list(texts), truncation=True, max_length=self.config.max_content_length
-        )["input_ids"]
+        out = torch.empty(len(texts), self.config.num_dense_tokens, self.embedding_dim)
+        if not texts:
+            return out
+        encoded = tokenizer(texts, truncation=True, max_length=self.config.max_content_length)[
+            "input_ids"
+        ]
         order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
-        out = torch.empty(len(encoded), self.config.num_dense_tokens, self.embedding_dim)
         device = self.device
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         for start in tqdm(

@@ -33,6 +33,8 @@ from .presets import Preset, RecStageSettings, TokenizerStageSettings, get_prese
 logger = logging.getLogger(__name__)
 
 STAGES = ("tokenizer", "encode", "codebook", "recommender", "evaluate", "report")
+#: stages whose work is split across processes under ``accelerate launch``
+DISTRIBUTED_STAGES = ("tokenizer", "encode", "recommender")
 RUN_FILE = "run_config.json"
 
 
@@ -167,10 +169,19 @@ class Pipeline:
         self.preset = config.resolved_preset()
         self._dataset: RecDataset | None = None
         self._splits = None
+        from accelerate import PartialState
+
+        # cpu=True where there is no GPU: a bare PartialState() would ignore ACCELERATE_USE_CPU
+        self.state = PartialState(cpu=not torch.cuda.is_available())
 
     # -- bookkeeping
     def claim_output_dir(self) -> None:
-        """Create the output folder, or check that it belongs to this run."""
+        """Create the output folder, or check that it belongs to this run (main process)."""
+        if self.is_main:
+            self._claim_output_dir()
+        self.state.wait_for_everyone()
+
+    def _claim_output_dir(self) -> None:
         run_file = self.out / RUN_FILE
         if self.out.exists() and not self.out.is_dir():
             raise PipelineError(f"{self.out}: exists and is not a folder")
@@ -207,24 +218,41 @@ class Pipeline:
             )
         return self.stage_dir(name)
 
+    @property
+    def is_main(self) -> bool:
+        """Whether this is the process that writes (always, outside ``accelerate launch``)."""
+        return self.state.is_main_process
+
     def run_stage(self, name: str, body: Callable[[Path], dict[str, Any]]) -> Path:
-        """Run ``body(partial_dir) -> summary`` unless the stage is done; publish atomically."""
+        """Run ``body(partial_dir) -> summary`` unless the stage is done; publish atomically.
+
+        Under several processes the training and encoding stages run on all of them (Trainer
+        and ``encode_items`` split the work) and the others on the main process only; only the
+        main process writes the stage folder.
+        """
         final = self.stage_dir(name)
-        if self.is_done(name) and not self.force:
+        done = self.is_done(name) and not self.force
+        self.state.wait_for_everyone()  # every process decides on the same folder state
+        if done:
             logger.info("stage %s: already done (%s), skipping", name, final)
             return final
         partial = self.out / f"{name}.partial"
-        shutil.rmtree(partial, ignore_errors=True)
-        partial.mkdir(parents=True)
+        if self.is_main:
+            shutil.rmtree(partial, ignore_errors=True)
+            partial.mkdir(parents=True)
+        self.state.wait_for_everyone()
         start = time.time()
         logger.info("stage %s: started", name)
-        summary = body(partial)
-        summary = {"stage": name, "seconds": round(time.time() - start, 1), **summary}
-        _write_json(partial / "stage.json", summary)
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(partial, final)
-        logger.info("stage %s: done in %.1f s", name, summary["seconds"])
+        summary = body(partial) if name in DISTRIBUTED_STAGES or self.is_main else {}
+        self.state.wait_for_everyone()
+        if self.is_main:
+            summary = {"stage": name, "seconds": round(time.time() - start, 1), **summary}
+            _write_json(partial / "stage.json", summary)
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(partial, final)
+            logger.info("stage %s: done in %.1f s", name, summary["seconds"])
+        self.state.wait_for_everyone()
         return final
 
     # -- shared inputs
@@ -285,10 +313,11 @@ class Pipeline:
         )
         gap = dense_information_gap(model, tokenizer, eval_items) if n_eval >= 2 else {}
         model.merge_lora()
-        model.save_pretrained(folder / "model")
-        tokenizer.save_pretrained(folder / "model")
         log = trainer.state.log_history
-        _write_json(folder / "log_history.json", log)
+        if self.is_main:
+            model.save_pretrained(folder / "model")
+            tokenizer.save_pretrained(folder / "model")
+            _write_json(folder / "log_history.json", log)
         return {
             "train_items": n_train,
             "eval_items": n_eval,
@@ -321,8 +350,11 @@ class Pipeline:
             texts, tokenizer, batch_size=self.preset.tokenizer.encode_batch_size, bf16=True
         )
         seconds = time.time() - start
-        save_file({"embeddings": embeddings.contiguous()}, str(folder / "embeddings.safetensors"))
-        _write_json(folder / "item_ids.json", list(items["item_id"]))
+        if self.is_main:
+            save_file(
+                {"embeddings": embeddings.contiguous()}, str(folder / "embeddings.safetensors")
+            )
+            _write_json(folder / "item_ids.json", list(items["item_id"]))
         return {
             "num_items": len(items),
             "shape": list(embeddings.shape),
@@ -404,13 +436,13 @@ class Pipeline:
             resume_from_checkpoint=True,
         )
         rec.merge_lora()
-        model_dir = folder / "model"
-        rec.save_pretrained(model_dir)
-        tokenizer.save_pretrained(model_dir)
-        codebook.save_pretrained(model_dir / "codebook")
-        _write_json(
-            folder / "log_history.json", {"joint": result["joint_log"], "rec": result["rec_log"]}
-        )
+        if self.is_main:
+            model_dir = folder / "model"
+            rec.save_pretrained(model_dir)
+            tokenizer.save_pretrained(model_dir)
+            codebook.save_pretrained(model_dir / "codebook")
+            logs = {"joint": result["joint_log"], "rec": result["rec_log"]}
+            _write_json(folder / "log_history.json", logs)
         return {k: v for k, v in result.items() if not k.endswith("_log")}
 
     def evaluate(self) -> Path:

@@ -213,3 +213,15 @@ def test_remote_code_recommender_without_package(tmp_path, family):
     out = torch.load(tmp_path / "out.pt")
     assert out["items"] == ref.item_ids
     torch.testing.assert_close(out["scores"], ref.scores)
+
+
+def test_auto_classes_resolve_to_the_package_classes(tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    import store_hf
+
+    rec, _ = _rec("opt")
+    rec.save_pretrained(tmp_path)
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path)
+    assert type(loaded) is store_hf.StoreForGenerativeRec
+    assert torch.equal(loaded.item_codes, rec.item_codes)
