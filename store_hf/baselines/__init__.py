@@ -19,3 +19,10 @@ __all__ = [
     "SASRecConfig",
     "training_sequences",
 ]
+
+# TIGER (Rajput et al. 2023): RQ-VAE semantic IDs + a T5 generating the next item's codes.
+from .rqvae import RQVAE, RQVAEConfig  # noqa: E402
+from .text_encoder import encode_texts  # noqa: E402
+from .tiger import TIGER, TIGERConfig  # noqa: E402
+
+__all__ += ["RQVAE", "RQVAEConfig", "TIGER", "TIGERConfig", "encode_texts"]
