@@ -511,7 +511,8 @@ class StoreTokenizerModel(StorePreTrainedModel):
             texts: one content string per item (see ``store_hf.collators.format_content``).
             tokenizer: the backbone's tokenizer.
             batch_size: items per forward pass (items are sorted by length to limit padding).
-            bf16: run the backbone under bfloat16 autocast (about 4x faster on recent CPUs).
+            bf16: run the backbone under bfloat16 autocast (a GPU or AMX CPU; on a CPU without AMX
+                it measured 0.59x the fp32 speed, benchmarks/results/speed.md).
 
         Returns:
             float32 tensor ``(num_items, v, dim)`` on the CPU, in the order of ``texts``. Under

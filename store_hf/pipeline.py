@@ -270,6 +270,15 @@ class Pipeline:
             )
         return self._splits
 
+    def impressions(self, part: str):
+        """A click log's impressions in time order: the first 80% train the scoring task, the
+        rest evaluate it (``None`` for sequence-only datasets)."""
+        log = self.dataset.impressions
+        if log is None or len(log) == 0:
+            return None
+        cut = int(len(log) * 0.8)
+        return log.select(range(cut)) if part == "train" else log.select(range(cut, len(log)))
+
     # -- stages
     def tokenizer(self) -> Path:
         return self.run_stage("tokenizer", self._tokenizer)
@@ -347,7 +356,7 @@ class Pipeline:
         texts = item_texts(items, model.config.content_attributes)
         start = time.time()
         embeddings = model.encode_items(
-            texts, tokenizer, batch_size=self.preset.tokenizer.encode_batch_size, bf16=True
+            texts, tokenizer, batch_size=self.preset.tokenizer.encode_batch_size, bf16=False
         )
         seconds = time.time() - start
         if self.is_main:
@@ -434,6 +443,7 @@ class Pipeline:
             checkpoints,
             seed=self.config.seed,
             resume_from_checkpoint=True,
+            impressions=self.impressions("train"),
         )
         rec.merge_lora()
         if self.is_main:
@@ -476,14 +486,36 @@ class Pipeline:
             "STORE": store,
             "MostPopular": pop.compute(),
         }
+        scoring = self._evaluate_scoring(rec, test)
         note = (
             f"leave-one-out test split, {len(test)} of {len(self.splits['test'])} users"
             + (" (random subset)" if len(test) < len(self.splits["test"]) else "")
             + f", full ranking over {len(rec.config.item_ids)} items, beam size "
             f"{max(settings.num_beams, max(ks))}"
         )
-        _write_json(folder / "metrics.json", {"systems": metrics, "note": note})
-        return {"metrics": metrics, "note": note}
+        result = {"systems": metrics, "note": note}
+        if scoring:
+            result["scoring"] = scoring
+        _write_json(folder / "metrics.json", result)
+        return {"metrics": metrics, "note": note, "scoring": scoring}
+
+    def _evaluate_scoring(self, rec, test) -> dict[str, Any]:
+        """Scoring mode on held-out impressions (click logs) or, where the scoring task was
+        trained with sampled negatives, on the test targets plus 19 sampled items."""
+        from .rec_training import RecInstructionData, evaluate_scoring
+
+        data = RecInstructionData(rec, None)
+        logged = self.impressions("test")
+        if logged is not None:
+            impressions, source = data.logged_impressions(logged), "held-out logged impressions"
+        elif self.preset.recommender.scoring_negatives > 0:
+            impressions = data.sampled_impressions(test, 19, seed=self.config.seed + 1)
+            source = "test target + 19 sampled negatives per user"
+        else:
+            return {}
+        if len(impressions) == 0:
+            return {}
+        return {**evaluate_scoring(rec, impressions), "impressions": source}
 
     def report(self) -> Path:
         return self.run_stage("report", self._report)

@@ -85,37 +85,66 @@ class RecInstructionData:
         ]
         return Dataset.from_list(rows)
 
-    def scoring_pairs(
-        self, split: Dataset, negatives: int, seed: int = 0
-    ) -> tuple[list[list[str]], list[str], list[int], list[str]]:
-        """Histories, candidates, 0/1 labels and user ids: each row's target as the positive and
-        ``negatives`` items drawn uniformly from the rest of the catalogue."""
+    def sampled_impressions(self, split: Dataset, negatives: int, seed: int = 0) -> Dataset:
+        """Impressions for sequence-only data: each row's target (label 1) and ``negatives``
+        items drawn uniformly from the rest of the catalogue (label 0)."""
         rng = np.random.default_rng(seed)
         catalogue = self.model.config.item_ids
-        histories, candidates, labels, users = [], [], [], []
+        rows = []
         for user, history, target in zip(split["user_id"], split["history"], split["target"]):
             drawn: list[str] = []
             while len(drawn) < negatives:
                 item = catalogue[int(rng.integers(len(catalogue)))]
                 if item != target and item not in drawn:
                     drawn.append(item)
-            for candidate, label in [(target, 1), *((d, 0) for d in drawn)]:
-                histories.append(history)
-                candidates.append(candidate)
-                labels.append(label)
-                users.append(user)
-        return histories, candidates, labels, users
+            rows.append(
+                {
+                    "user_id": user,
+                    "history": list(history),
+                    "candidates": [target, *drawn],
+                    "labels": [1] + [0] * negatives,
+                }
+            )
+        return _impressions(rows)
 
-    def scoring(self, split: Dataset, negatives: int, seed: int = 0) -> Dataset:
-        """Yes/no examples of the scoring mode (paper Figure 7) with sampled negatives."""
+    def logged_impressions(self, impressions: Dataset) -> Dataset:
+        """Real impressions (MIND): history and candidates restricted to the catalogue (items
+        without text were dropped by the reader); impressions left without a history or a
+        candidate are skipped."""
+        known = set(self.model.config.item_ids)
+        rows = []
+        for row in impressions:
+            history = [i for i in row["history"] if i in known]
+            kept = [(c, y) for c, y in zip(row["candidates"], row["labels"]) if c in known]
+            if history and kept:
+                rows.append(
+                    {
+                        "user_id": row["user_id"],
+                        "history": history,
+                        "candidates": [c for c, _ in kept],
+                        "labels": [int(y) for _, y in kept],
+                    }
+                )
+        return _impressions(rows)
+
+    def scoring(self, impressions: Dataset) -> Dataset:
+        """Yes/no examples of the scoring mode (paper Figure 7), one per candidate."""
         yes, no = self.prompts.answer_ids
-        histories, candidates, labels, _ = self.scoring_pairs(split, negatives, seed)
-        cand_codes = self._codes(candidates)
-        rows = [
-            _example(self.prompts.scoring(self._codes(h), c), [yes if y else no])
-            for h, c, y in zip(histories, cand_codes, labels)
-        ]
+        rows = []
+        for history, candidates, labels in zip(
+            impressions["history"], impressions["candidates"], impressions["labels"]
+        ):
+            history_codes = self._codes(history)
+            for codes, label in zip(self._codes(candidates), labels):
+                prompt = self.prompts.scoring(history_codes, codes)
+                rows.append(_example(prompt, [yes if label else no]))
         return Dataset.from_list(rows)
+
+
+def _impressions(rows: list[dict]) -> Dataset:
+    if rows:
+        return Dataset.from_list(rows)
+    return Dataset.from_dict({"user_id": [], "history": [], "candidates": [], "labels": []})
 
 
 class RecCollator:
@@ -180,22 +209,19 @@ def evaluate_recommender(
 
 @torch.no_grad()
 def evaluate_scoring(
-    model: StoreForGenerativeRec,
-    data: RecInstructionData,
-    split: Dataset,
-    negatives: int = 19,
-    seed: int = 1,
-    batch_size: int = 32,
+    model: StoreForGenerativeRec, impressions: Dataset, batch_size: int = 32
 ) -> dict[str, float]:
-    """Scoring mode on impressions made of each row's target and ``negatives`` sampled items:
-    AUC, MRR, NDCG@1/5 per impression and GAUC (MIND impressions work the same way)."""
-    histories, candidates, labels, users = data.scoring_pairs(split, negatives, seed)
+    """Scoring mode per impression (``history``, ``candidates``, 0/1 ``labels``): AUC, MRR,
+    NDCG@1/5 averaged over impressions, and GAUC over users (see :mod:`store_hf.metrics`)."""
+    sizes = [len(c) for c in impressions["candidates"]]
+    histories = [h for h, n in zip(impressions["history"], sizes) for _ in range(n)]
+    candidates = [c for cands in impressions["candidates"] for c in cands]
     scores = model.score(histories, candidates, batch_size=batch_size).numpy()
-    group = negatives + 1
-    n = len(labels) // group
-    labels_arr = np.asarray(labels).reshape(n, group)
+    bounds = np.cumsum([0, *sizes])
     return impression_metrics(
-        list(scores.reshape(n, group)), list(labels_arr), user_ids=users[::group]
+        [scores[a:b] for a, b in zip(bounds[:-1], bounds[1:])],
+        [np.asarray(labels) for labels in impressions["labels"]],
+        user_ids=list(impressions["user_id"]),
     )
 
 
@@ -252,6 +278,7 @@ def train_recommender(
     output_dir: str | os.PathLike,
     seed: int = 0,
     resume_from_checkpoint: bool | str | None = None,
+    impressions: Dataset | None = None,
 ) -> dict[str, Any]:
     """Both instruction-tuning stages; the model is left with the best stage-2 weights.
 
@@ -259,6 +286,8 @@ def train_recommender(
         splits: leave-one-out splits (``train``/``validation``), e.g. from ``leave_one_out``.
         items: the item table (alignment task); ``content_attributes`` as the tokenizer's.
         settings: the preset's :class:`RecStageSettings`.
+        impressions: training impressions of a click log (MIND), for the scoring task; without
+            them the scoring task uses ``settings.scoring_negatives`` sampled negatives per row.
 
     Returns:
         ``{"joint_log", "rec_log", "best_metric", "stopped_at_step", "seconds"}``.
@@ -278,8 +307,11 @@ def train_recommender(
                 items.filter(lambda i: i in seen, input_columns="item_id"), content_attributes
             )
         )
-    if settings.scoring_negatives > 0:
-        joint.append(data.scoring(train_rows, settings.scoring_negatives, seed))
+    if impressions is not None:  # click logs: the scoring task learns from real impressions
+        joint.append(data.scoring(data.logged_impressions(impressions)))
+    elif settings.scoring_negatives > 0:
+        sampled = data.sampled_impressions(train_rows, settings.scoring_negatives, seed)
+        joint.append(data.scoring(sampled))
     joint_ds = concatenate_datasets(joint).shuffle(seed=seed)
     logger.info(
         "recommender data: %d users, %d recommendation, %d joint examples, %d validation rows",

@@ -124,6 +124,18 @@ def write_report(pipeline, folder: Path) -> dict[str, Any]:
             f"Held-out target loss with an item's own dense tokens {gap['loss_own']:.3f} vs "
             f"another item's {gap['loss_other']:.3f} (gap {gap['gap']:.3f} nats/token)."
         )
+    scoring = evaluation.get("scoring")
+    if scoring:
+        lines += [
+            "",
+            "## Scoring mode",
+            "",
+            "| AUC | MRR | NDCG@1 | NDCG@5 | GAUC | impressions |",
+            "|---|---|---|---|---|---|",
+            f"| {scoring['auc']:.4f} | {scoring['mrr']:.4f} | {scoring['ndcg@1']:.4f} | "
+            f"{scoring['ndcg@5']:.4f} | {scoring.get('gauc', float('nan')):.4f} | "
+            f"{scoring['num_impressions']} ({scoring['impressions']}) |",
+        ]
     lines += [
         "",
         "## Codebook",
@@ -153,6 +165,7 @@ def write_report(pipeline, folder: Path) -> dict[str, Any]:
     summary = {
         "systems": systems,
         "note": evaluation["note"],
+        "scoring": scoring,
         "codebook": {
             "utilisation": [p["utilisation"] for p in codebook["positions"]],
             "collision_rate_before": codebook["collision_rate_before"],

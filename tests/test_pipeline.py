@@ -153,3 +153,27 @@ def test_bad_input_gets_one_line_errors(tiny_run, tmp_path, capsys):
     assert (out / "run_config.json").read_text() == snapshot
     with pytest.raises(PipelineError, match="unknown key"):
         RunConfig.from_dict({"output_dir": "x", "presett": "cpu"})
+
+
+@pytest.mark.parametrize("name", ["mind-small-subset", "movielens-latest-small"])
+def test_run_on_the_shared_datasets(name, tmp_path, capsys):
+    from conftest import shared_path
+
+    folder = shared_path(name)
+    config = tmp_path / "run.yaml"
+    config.write_text(
+        f"output_dir: {tmp_path / 'out'}\n"
+        "preset: tiny\n"
+        f"dataset: {folder}\n"
+        "tokenizer:\n  max_items: 32\n"
+        "recommender:\n  max_train_users: 6\n  max_eval_users: 8\n"
+        "  joint_epochs: 0.5\n  num_epochs: 0.5\n"
+    )
+    assert main(["run", str(config)]) == 0
+    summary = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert summary["systems"]["STORE"]["num_users"] == 8
+    assert "| STORE |" in capsys.readouterr().out
+    if name.startswith("mind"):  # a click log: the scoring mode is trained and evaluated on it
+        scoring = summary["scoring"]
+        assert scoring["impressions"] == "held-out logged impressions"
+        assert scoring["num_impressions"] > 0 and 0.0 <= scoring["mrr"] <= 1.0

@@ -60,14 +60,31 @@ def test_examples_put_labels_on_the_answer_only(chain):
     assert tok.decode([t for t in align["input_ids"] if t < rec.config.code_token_offset]).count(
         "product number 1"
     )
-    histories, candidates, labels, users = data.scoring_pairs(splits["test"], negatives=3)
-    assert labels == [1, 0, 0, 0] * len(splits["test"])
-    for row in range(len(splits["test"])):
-        group = candidates[4 * row : 4 * row + 4]
-        assert group[0] == splits["test"][row]["target"] and len(set(group)) == 4
-    scoring = data.scoring(splits["test"].select(range(2)), negatives=1)
+    sampled = data.sampled_impressions(splits["test"], negatives=3)
+    assert len(sampled) == len(splits["test"])
+    for row, imp in zip(splits["test"], sampled):
+        assert imp["labels"] == [1, 0, 0, 0] and imp["candidates"][0] == row["target"]
+        assert len(set(imp["candidates"])) == 4 and imp["history"] == row["history"]
+    scoring = data.scoring(data.sampled_impressions(splits["test"].select(range(2)), negatives=1))
     yes, no = rec.prompts.answer_ids
     assert [ex["labels"][-1] for ex in scoring] == [yes, no, yes, no]
+
+
+def test_logged_impressions_keep_catalogue_items_only(chain):
+    rec, tok, _, _ = chain
+    log = Dataset.from_dict(
+        {
+            "impression_id": ["1", "2", "3"],
+            "user_id": ["a", "b", "c"],
+            "history": [["p1", "gone", "p2"], ["gone"], ["p3"]],
+            "candidates": [["p4", "gone", "p5"], ["p6"], ["gone"]],
+            "labels": [[0, 1, 1], [1], [0]],
+        }
+    )
+    kept = RecInstructionData(rec, tok).logged_impressions(log)
+    assert kept["user_id"] == ["a"]  # b has no known history, c no known candidate
+    assert kept[0]["history"] == ["p1", "p2"]
+    assert (kept[0]["candidates"], kept[0]["labels"]) == (["p4", "p5"], [0, 1])
 
 
 def test_collator_right_pads():
@@ -105,5 +122,6 @@ def test_two_stage_training_learns_the_pattern(chain, tmp_path):
     assert any("eval_ndcg@10" in h for h in result["rec_log"])
     # a random frozen backbone adapted by rank-8 LoRA: the item is found, not always first
     assert after["recall@5"] >= 0.9 and after["ndcg@5"] > before["ndcg@5"] + 0.4, (before, after)
-    scoring = evaluate_scoring(rec, RecInstructionData(rec, tok), splits["test"], negatives=3)
+    impressions = RecInstructionData(rec, tok).sampled_impressions(splits["test"], negatives=3)
+    scoring = evaluate_scoring(rec, impressions)
     assert 0.0 <= scoring["auc"] <= 1.0 and scoring["num_impressions"] == len(splits["test"])
