@@ -7,6 +7,8 @@ Anything indexable by those column names works (a ``datasets.Dataset``, a dict o
 
 from __future__ import annotations
 
+import copy
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -54,3 +56,33 @@ def lookup(ids: Sequence[str], index: Mapping[str, int], what: str = "item id") 
             raise ValueError(f"unknown {what} {item_id!r}: not in the model's item vocabulary")
         out.append(idx)
     return out
+
+
+class EarlyStopping:
+    """Tracks a validation metric (higher is better) over epochs, keeps the best weights and
+    says when ``patience`` epochs have passed without improvement (``patience=0``: never)."""
+
+    def __init__(self, patience: int) -> None:
+        self.patience = patience
+        self.best = -math.inf
+        self.best_epoch = 0
+        self.bad = 0
+        self._state: dict | None = None
+
+    def update(self, value: float, epoch: int, module) -> bool:
+        """Record one epoch's metric; returns whether it is the best so far."""
+        if value > self.best:
+            self.best, self.best_epoch, self.bad = value, epoch, 0
+            self._state = copy.deepcopy(module.state_dict())
+            return True
+        self.bad += 1
+        return False
+
+    @property
+    def should_stop(self) -> bool:
+        return bool(self.patience) and self.bad >= self.patience
+
+    def restore(self, module) -> None:
+        """Load the best epoch's weights into ``module`` (no-op before any update)."""
+        if self._state is not None:
+            module.load_state_dict(self._state)

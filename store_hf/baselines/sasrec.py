@@ -28,10 +28,8 @@ exactly training on every prefix.
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
-import math
 import os
 import re
 import tempfile
@@ -50,7 +48,7 @@ from torch import nn
 from ..data.dataset import RecDataset
 from ..data.splits import leave_one_out
 from ..metrics import ranking_metrics
-from .common import lookup, training_sequences
+from .common import EarlyStopping, lookup, training_sequences
 
 logger = logging.getLogger(__name__)
 
@@ -385,7 +383,7 @@ class SASRec(nn.Module):
             model.parameters(), lr=config.lr, weight_decay=config.weight_decay, betas=(0.9, 0.98)
         )
         shuffle = torch.Generator().manual_seed(config.seed)
-        best, best_state, best_epoch, bad = -math.inf, None, 0, 0
+        stopper = EarlyStopping(config.patience)
         model.fit_log = []
         for epoch in range(1, config.epochs + 1):
             started = time.perf_counter()
@@ -412,29 +410,22 @@ class SASRec(nn.Module):
                 entry.update(
                     {f"valid_{name}": v for name, v in metrics.items() if name != "num_users"}
                 )
-                current = metrics[config.monitor]
-                entry["best"] = current > best
-                if current > best:
-                    best, best_epoch, bad = current, epoch, 0
-                    best_state = copy.deepcopy(model.state_dict())
-                else:
-                    bad += 1
+                entry["best"] = stopper.update(metrics[config.monitor], epoch, model)
             entry["seconds"] = round(time.perf_counter() - started, 3)
             model.fit_log.append(entry)
             logger.info("sasrec %s", entry)
             if callback is not None:
                 callback(entry)
-            if valid is not None and config.patience and bad >= config.patience:
+            if valid is not None and stopper.should_stop:
                 logger.info(
                     "early stop at epoch %d; best %s %.4f at epoch %d",
                     epoch,
                     config.monitor,
-                    best,
-                    best_epoch,
+                    stopper.best,
+                    stopper.best_epoch,
                 )
                 break
-        if best_state is not None:
-            model.load_state_dict(best_state)
+        stopper.restore(model)
         model.eval()
         return model
 

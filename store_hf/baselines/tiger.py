@@ -30,7 +30,6 @@ reached gets rank 0 (not retrieved), so Recall@K is only defined for ``K <= num_
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import math
@@ -49,7 +48,7 @@ from transformers import LogitsProcessorList, T5Config, T5ForConditionalGenerati
 
 from ..metrics import ranking_metrics, target_ranks
 from ..trie import CodeTrie, TrieLogitsProcessor, code_token_ids, token_ids_to_codes
-from .common import Rows, lookup
+from .common import EarlyStopping, Rows, lookup
 from .sasrec import _atomic_write
 
 logger = logging.getLogger(__name__)
@@ -391,7 +390,7 @@ class TIGER:
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
         shuffle = torch.Generator().manual_seed(config.seed)
         lengths = np.array([len(r) for r in inputs])
-        best, best_state, best_epoch, bad = -math.inf, None, 0, 0
+        stopper = EarlyStopping(config.patience)
         model.fit_log = []
         for epoch in range(1, config.epochs + 1):
             started = time.perf_counter()
@@ -413,29 +412,22 @@ class TIGER:
                 entry.update(
                     {f"valid_{name}": v for name, v in metrics.items() if name != "num_users"}
                 )
-                current = metrics[config.monitor]
-                entry["best"] = current > best
-                if current > best:
-                    best, best_epoch, bad = current, epoch, 0
-                    best_state = copy.deepcopy(net.state_dict())
-                else:
-                    bad += 1
+                entry["best"] = stopper.update(metrics[config.monitor], epoch, net)
             entry["seconds"] = round(time.perf_counter() - started, 2)
             model.fit_log.append(entry)
             logger.info("tiger %s", entry)
             if callback is not None:
                 callback(entry)
-            if valid is not None and config.patience and bad >= config.patience:
+            if valid is not None and stopper.should_stop:
                 logger.info(
                     "early stop at epoch %d; best %s %.4f at epoch %d",
                     epoch,
                     config.monitor,
-                    best,
-                    best_epoch,
+                    stopper.best,
+                    stopper.best_epoch,
                 )
                 break
-        if best_state is not None:
-            net.load_state_dict(best_state)
+        stopper.restore(net)
         net.eval()
         return model
 
