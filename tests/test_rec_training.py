@@ -2,13 +2,15 @@
 
 import pytest
 import torch
-from datasets import Dataset, DatasetDict
+from datasets import Dataset, DatasetDict, concatenate_datasets
+from transformers import Trainer
 
 from store_hf.modeling_store import StoreForGenerativeRec, StoreTokenizerModel
 from store_hf.presets import RecStageSettings
 from store_hf.rec_training import (
     RecCollator,
     RecInstructionData,
+    _stage_args,
     evaluate_recommender,
     evaluate_scoring,
     train_recommender,
@@ -94,6 +96,32 @@ def test_collator_right_pads():
     assert batch["input_ids"].tolist() == [[1, 2, 3], [4, 7, 7]]
     assert batch["labels"].tolist() == [[-100, 2, 3], [4, -100, -100]]
     assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
+
+
+def test_training_batches_group_similar_lengths(chain, tmp_path):
+    rec, tok, items, splits = chain
+    data = RecInstructionData(rec, tok)
+    # histories of 1 to 3 items beside item texts: a spread of lengths
+    train = splits["train"].map(
+        lambda row, i: {"history": row["history"][i % 3 :]}, with_indices=True
+    )
+    mixed = concatenate_datasets(
+        [data.recommendation(train), data.alignment(items, ["title"])]
+    ).shuffle(seed=0)
+    assert mixed["length"] == [len(ids) for ids in mixed["input_ids"]]
+    padded = {}
+    for group in (True, False):
+        settings = RecStageSettings(batch_size=8, per_device_batch_size=8, group_by_length=group)
+        args = _stage_args(tmp_path / str(group), settings, seed=0, epochs=1.0)
+        trainer = Trainer(model=rec, args=args, train_dataset=mixed, data_collator=RecCollator(0))
+        batches = list(trainer.get_train_dataloader())
+        seen = sorted(t for b in batches for t in b["attention_mask"].sum(1).tolist())
+        assert seen == sorted(mixed["length"])  # every example exactly once
+        padded[group] = sum(b["input_ids"].numel() for b in batches)
+    desc = sorted(mixed["length"], reverse=True)
+    tightest = sum(max(desc[i : i + 8]) * len(desc[i : i + 8]) for i in range(0, len(desc), 8))
+    # Trainer sorts within (here) 4 random megabatches: close to a full sort, well below random
+    assert padded[True] <= 1.08 * tightest < padded[False]
 
 
 def test_two_stage_training_learns_the_pattern(chain, tmp_path):
