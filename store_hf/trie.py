@@ -19,6 +19,7 @@ it is copied into Hub model folders for ``trust_remote_code``.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from typing import Literal
 
@@ -352,7 +353,8 @@ class TrieLogitsProcessor(LogitsProcessor):
             beam score is unchanged). Then ``max_new_tokens`` may exceed ``v`` and beam search
             stops at EOS; the prompt must then end with a non-code token, since a prompt
             ending with a complete item would be "finished" right away.
-        inplace: write the result into ``scores`` (see "Cost per call" below).
+        reuse_output: return the same ``-inf`` buffer on every call, resetting only the
+            entries the previous call wrote (see "Cost per call" below). Default True.
 
     Rows with no allowed token (only possible in ``"trie"`` mode when the prompt itself ends
     with a partial code sequence that is not a catalogue prefix): an all ``-inf`` row would make
@@ -363,12 +365,16 @@ class TrieLogitsProcessor(LogitsProcessor):
     beam is a valid prefix, and every valid prefix has a continuation.
 
     Cost per call: the trie work is a few vectorised ops on ``(B, k)`` tensors (no loop over rows
-    or beams); what dominates for a large vocabulary is writing the ``(B, V)`` output full of
-    ``-inf``. ``inplace=True`` writes into the ``scores`` tensor it receives instead of a new
-    one, which saves that allocation. It is safe in beam search (``scores`` there is a fresh
-    ``log_softmax`` output) but, in greedy search and sampling with ``output_logits=True``,
-    transformers keeps the very tensor it passed in as the raw logits, which would then hold the
-    masked values; hence the default ``False``, like transformers' own processors.
+    or beams). A fresh ``(B, V)`` output full of ``-inf`` would cost more than all of that for
+    a large vocabulary (one write of ``B * V`` floats: 1.3 ms for 160 x 51,024 on one CPU core).
+    So by default the processor keeps its output buffer and, on the next call, only resets the
+    ``B * k`` (+ EOS) entries it wrote before: ``O(B * k)`` per step instead of ``O(B * V)``.
+    The buffer is reused only when nothing else still holds it or a view of it (its Python
+    reference count says so): transformers' beam search clones the processed scores before
+    keeping them and greedy/sample keep the returned tensor itself, so both get a fresh buffer
+    whenever they keep one. A processor placed *after* this one that writes into its input in
+    place (transformers' own processors return new tensors) would leave its writes in the
+    buffer; pass ``reuse_output=False`` for such a chain.
 
     Put this processor last if others (``top_k``, ``top_p``) run before it in sampling: a
     warper that keeps only non-code tokens would leave nothing for this mask to allow.
@@ -380,7 +386,7 @@ class TrieLogitsProcessor(LogitsProcessor):
         mode: Literal["trie", "position"] = "trie",
         eos_token_id: int | Sequence[int] | None = None,
         force_eos_after_item: bool = False,
-        inplace: bool = False,
+        reuse_output: bool = True,
     ) -> None:
         if mode not in ("trie", "position"):
             raise ValueError(f"mode must be 'trie' or 'position', got {mode!r}")
@@ -399,7 +405,9 @@ class TrieLogitsProcessor(LogitsProcessor):
         self.mode = mode
         self.eos_token_ids = eos
         self.force_eos_after_item = force_eos_after_item
-        self.inplace = inplace
+        self.reuse_output = reuse_output
+        self._buffer: torch.Tensor | None = None  # last output (reuse_output)
+        self._written: torch.Tensor | None = None  # its flat indices not -inf
 
     def _trie_on(self, device: torch.device) -> CodeTrie:
         if self.trie.device != device:  # move once, keep for the next steps
@@ -442,7 +450,7 @@ class TrieLogitsProcessor(LogitsProcessor):
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         """Mask ``scores`` ``(B, V)`` for ``input_ids`` ``(B, L)``; returns ``(B, V)`` (a new
-        tensor, or ``scores`` itself with ``inplace=True``)."""
+        tensor, or the reused buffer of the previous call; see ``reuse_output``)."""
         trie = self._trie_on(scores.device)
         v, k, off = trie.num_positions, trie.codebook_size, trie.token_offset
         if scores.shape[-1] < trie.code_vocab_end:
@@ -464,13 +472,9 @@ class TrieLogitsProcessor(LogitsProcessor):
             finished = last_pos == v - 1
             allowed = allowed & ~finished[:, None]
 
-        # Only B x k entries are read; the output is one -inf fill plus a scatter.
+        # Only B x k entries are read and written (plus EOS), into an all -inf output.
         cols = off + depth[:, None] * k + torch.arange(k, device=scores.device)
         vals = scores.gather(1, cols).masked_fill(~allowed, float("-inf"))
-        out = (
-            scores.fill_(float("-inf")) if self.inplace else torch.full_like(scores, float("-inf"))
-        )
-        out.scatter_(1, cols, vals)
 
         dead = ~allowed.any(1)
         if finished is not None:
@@ -484,8 +488,40 @@ class TrieLogitsProcessor(LogitsProcessor):
                 "prompts with a non-code token or a complete item, or pass eos_token_id."
             )
         force = dead if finished is None else dead | finished
+        eos_at = None  # (rows, EOS ids) set to 0
         if self.eos_token_ids and force.any():
             eos = torch.tensor(self.eos_token_ids, device=scores.device)
-            rows = force.nonzero().flatten()
-            out[rows[:, None], eos[None, :]] = 0.0
+            eos_at = (force.nonzero(), eos[None, :])
+
+        out = self._output_like(scores)
+        # scatter_ along dim 1 is several times faster than an index_put_ of flat indices
+        out.scatter_(1, cols, vals)
+        if eos_at is not None:
+            out[eos_at] = 0.0
+        if out is self._buffer:
+            self._written = (cols, eos_at)
         return out
+
+    def _output_like(self, scores: torch.Tensor) -> torch.Tensor:
+        """An all ``-inf`` tensor shaped like ``scores``: the previous output with its written
+        entries reset where that is safe, else a new one."""
+        fresh = not self.reuse_output or (torch.is_grad_enabled() and scores.requires_grad)
+        buf = self._buffer
+        if fresh or buf is None or buf.shape != scores.shape or buf.dtype != scores.dtype:
+            buf = None
+        elif buf.device != scores.device or sys.getrefcount(buf) > 3:
+            # > 3: besides self._buffer, this local and getrefcount's argument, someone (a
+            # caller keeping the scores, or a view of them) still holds the last output
+            buf = None
+        elif self._written is not None:
+            cols, eos_at = self._written
+            buf.scatter_(1, cols, buf.new_full((), float("-inf")).expand(cols.shape))
+            if eos_at is not None:
+                buf[eos_at] = float("-inf")
+        if buf is None:
+            buf = torch.full(scores.shape, float("-inf"), dtype=scores.dtype, device=scores.device)
+            if not fresh:
+                self._buffer = buf
+            else:
+                self._buffer = self._written = None
+        return buf

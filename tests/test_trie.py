@@ -407,35 +407,55 @@ def test_force_eos_after_item(num_beams):
     assert trie.contains(token_ids_to_codes(new[:, :v], k, TEXT_VOCAB)).all()
 
 
-def test_inplace_writes_into_scores_and_matches():
+def test_reused_output_matches_a_fresh_one_and_is_never_shared():
     v, k = 3, 8
     codes = catalogue("duplicates", v, k)
     trie = CodeTrie(codes, k, TEXT_VOCAB)
-    ids = make_prompts(codes, k, 6, True, seed=8)
-    ids = torch.cat([ids, code_token_ids(codes[:6], k, TEXT_VOCAB)[:, :2]], 1)  # depth 2
-    scores = torch.randn(6, TEXT_VOCAB + v * k + 3)
-    expected = TrieLogitsProcessor(trie)(ids, scores)
-    buffer = scores.clone()
-    out = TrieLogitsProcessor(trie, inplace=True)(ids, buffer)
-    assert out is buffer and torch.equal(out, expected)
-    assert (
-        torch.isfinite(expected).sum(1).tolist() == trie.allowed_mask(codes[:6, :2]).sum(1).tolist()
-    )
+    fresh, reuse = TrieLogitsProcessor(trie, reuse_output=False), TrieLogitsProcessor(trie)
+    width = TEXT_VOCAB + v * k + 3
+    steps, plan = [], [(0, 1), (2, 2), (1, 3), (2, 4), (0, 5)]
+    for depth, seed in plan:
+        ids = make_prompts(codes, k, 6, True, seed=seed)
+        ids = torch.cat([ids, code_token_ids(codes[seed : seed + 6], k, TEXT_VOCAB)[:, :depth]], 1)
+        steps.append((ids, torch.randn(6, width)))
+
+    ptrs = []
+    for (depth, seed), (ids, scores) in zip(plan, steps):  # nothing kept: one buffer, reset
+        out = reuse(ids, scores)
+        assert torch.equal(out, fresh(ids, scores))
+        allowed = trie.allowed_mask(codes[seed : seed + 6, :depth])
+        assert torch.isfinite(out).sum(1).tolist() == allowed.sum(1).tolist()
+        ptrs.append(out.data_ptr())
+        del out
+    assert len(set(ptrs)) == 1
+
+    kept = reuse(*steps[1])  # a caller keeps the output: the next call must not touch it
+    snapshot = kept.clone()
+    nxt = reuse(*steps[2])
+    assert nxt.data_ptr() != kept.data_ptr() and torch.equal(kept, snapshot)
+    view = nxt[:, : TEXT_VOCAB + k]  # a view of it kept, the tensor itself dropped
+    view_snapshot = view.clone()
+    del nxt
+    later = reuse(*steps[3])
+    assert torch.equal(view, view_snapshot) and torch.equal(later, fresh(*steps[3]))
 
     model = tiny_model("llama", v, k)
     prompts = make_prompts(codes, k, 8, False, seed=9)
-    kwargs = dict(num_beams=4, num_return_sequences=4, max_new_tokens=v, do_sample=False)
+    common = dict(attention_mask=torch.ones_like(prompts), max_new_tokens=v, do_sample=False)
+    common.update(return_dict_in_generate=True, output_scores=True)
     with torch.no_grad():
-        a, b = (
-            model.generate(
-                prompts,
-                attention_mask=torch.ones_like(prompts),
-                logits_processor=LogitsProcessorList([TrieLogitsProcessor(trie, inplace=flag)]),
-                **kwargs,
+        for extra in (dict(num_beams=4, num_return_sequences=4), dict(num_beams=1)):
+            a, b = (
+                model.generate(
+                    prompts, logits_processor=LogitsProcessorList([proc]), **extra, **common
+                )
+                for proc in (
+                    TrieLogitsProcessor(trie, reuse_output=False),
+                    TrieLogitsProcessor(trie),
+                )
             )
-            for flag in (False, True)
-        )
-    assert torch.equal(a, b)
+            assert torch.equal(a.sequences, b.sequences)
+            assert all(torch.equal(x, y) for x, y in zip(a.scores, b.scores))
 
 
 def test_generate_from_inputs_embeds():
