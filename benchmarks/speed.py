@@ -27,13 +27,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
-import datetime
 import io
 import json
 import math
 import os
-import platform
-import shlex
 import statistics
 import sys
 import time
@@ -48,6 +45,7 @@ sys.path.insert(0, str(ROOT))  # ``benchmarks`` (no __init__) imports as a names
 from benchmarks import recommend as rec_bench  # noqa: E402
 from benchmarks import tokenizer_paths as tok_bench  # noqa: E402
 from benchmarks import trie as trie_bench  # noqa: E402
+from benchmarks.machine import machine_info  # noqa: E402
 from store_hf.collators import DenseTokenizerCollator, tokenize_items  # noqa: E402
 from store_hf.data import load_embedded_dataset  # noqa: E402
 from store_hf.prompts import left_pad  # noqa: E402
@@ -443,35 +441,6 @@ def section_encode(ctx: Context, size: dict) -> dict:
 
 
 # ---------------------------------------------------------------------------------- report
-def cpu_model() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
-
-
-def machine_info(args) -> dict:
-    import transformers
-
-    exe = os.path.relpath(sys.executable) if sys.executable.startswith(os.getcwd()) else "python"
-    return {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "command": shlex.join([exe, *sys.argv]),
-        "cpu": cpu_model(),
-        "cores": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
-        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "platform": platform.platform(),
-        "backbone": args.backbone,
-        "repeats": args.repeats,
-    }
-
-
 def markdown(info: dict, results: dict, wall: float) -> str:
     lines = [
         "# store-hf speed benchmarks",
@@ -531,7 +500,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     sizes = SIZES["quick" if args.quick else "full"]
-    info = machine_info(args)
+    info = machine_info(backbone=args.backbone, repeats=args.repeats)
     ctx = Context(args)
     start = time.perf_counter()
     results = {}

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from store_hf.baselines import MostPopular, SASRec, SASRecConfig
-from store_hf.data import leave_one_out, load_embedded_dataset, read_dataset
+from store_hf.data import leave_one_out, load_embedded_dataset, read_dataset, sample_users
 from store_hf.metrics import ranking_metrics
 
 KS = (1, 5, 10, 20)
@@ -43,6 +43,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-len", type=int, default=50)
     parser.add_argument("--dropout", type=float, default=0.5)
+    parser.add_argument(
+        "--max-test-users", type=int, help="evaluate a seeded random sample of the test users"
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument(
         "--threads", type=int, help="torch CPU threads (1 is fastest on a small, busy machine)"
@@ -58,7 +61,9 @@ def main() -> None:
     started = time.perf_counter()
     dataset = read_dataset(args.dataset) if args.dataset else load_embedded_dataset()
     splits = leave_one_out(dataset, max_history=args.max_len)
-    test_histories, test_targets = splits["test"]["history"], splits["test"]["target"]
+    # the same users as `store-hf evaluate` and benchmarks/quality.py for the same seed
+    test = sample_users(splits["test"], args.max_test_users, args.seed + 1)
+    test_histories, test_targets = test["history"], test["target"]
 
     popular = MostPopular().fit(splits["train"], item_ids=dataset.item_ids)
     popular_metrics = ranking_metrics(popular.rank_targets(test_histories, test_targets), KS)
@@ -86,7 +91,8 @@ def main() -> None:
         "dataset": dataset.name,
         "items": dataset.num_items,
         "users": dataset.num_users,
-        "test_rows": len(test_targets),
+        "test_users_evaluated": len(test_targets),
+        "test_users_total": len(splits["test"]),
         "sasrec": sasrec_metrics,
         "most_popular": popular_metrics,
         "sasrec_best_epoch": best["epoch"],

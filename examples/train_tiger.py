@@ -35,7 +35,7 @@ from store_hf.baselines import MostPopular
 from store_hf.baselines.rqvae import RQVAE, RQVAEConfig
 from store_hf.baselines.text_encoder import DEFAULT_MODEL, encode_texts, item_texts
 from store_hf.baselines.tiger import TIGER, TIGERConfig
-from store_hf.data import leave_one_out, load_embedded_dataset, read_dataset
+from store_hf.data import leave_one_out, load_embedded_dataset, read_dataset, sample_users
 from store_hf.metrics import ranking_metrics
 
 KS = (1, 5, 10, 20)
@@ -144,10 +144,8 @@ def main() -> None:
     model.save(out / "model")
 
     t = time.perf_counter()
-    test = splits["test"]
-    if args.max_test_users and args.max_test_users < len(test):
-        pick = np.random.default_rng(args.seed).choice(len(test), args.max_test_users, False)
-        test = test.select(np.sort(pick))
+    # the same users as `store-hf evaluate` and benchmarks/quality.py for the same seed
+    test = sample_users(splits["test"], args.max_test_users, args.seed + 1)
     tiger_metrics = model.evaluate(test, KS)
     lap("test_beam_search", t)
     popular = MostPopular().fit(splits["train"], item_ids=dataset.item_ids)

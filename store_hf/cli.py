@@ -81,11 +81,9 @@ _STAGE_COMMANDS = {
 
 
 def _run_config_from_args(args: argparse.Namespace):
-    from .pipeline import PipelineError, RunConfig
+    from .pipeline import PipelineError, RunConfig, read_yaml_settings
 
-    values = {}
-    if args.config:
-        values = RunConfig.from_yaml(args.config).__dict__.copy()
+    values = read_yaml_settings(args.config) if args.config else {}
     flags = {
         "output_dir": args.output_dir,
         "preset": args.preset,
@@ -115,6 +113,8 @@ def _run(args: argparse.Namespace) -> int:
     from .pipeline import Pipeline
 
     pipeline = Pipeline(_run_config_from_args(args), force=args.force)
+    if args.reuse_stages_from:
+        pipeline.reuse_stages(args.reuse_stages_from)
     out = pipeline.run()
     _print_table(out)
     print(f"model folder: {pipeline.stage_dir('recommender') / 'model'}")
@@ -203,6 +203,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--kcore", type=int)
     run.add_argument("--seed", type=int)
     run.add_argument("--force", action="store_true", help="redo finished stages")
+    run.add_argument(
+        "--reuse-stages-from",
+        metavar="RUN_DIR",
+        help="take the tokenizer, encode and codebook stages from a run whose settings differ "
+        "only in 'recommender' (recommender ablations)",
+    )
     run.set_defaults(func=_run)
 
     for command, stage in _STAGE_COMMANDS.items():

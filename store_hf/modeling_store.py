@@ -511,8 +511,8 @@ class StoreTokenizerModel(StorePreTrainedModel):
             texts: one content string per item (see ``store_hf.collators.format_content``).
             tokenizer: the backbone's tokenizer.
             batch_size: items per forward pass (items are sorted by length to limit padding).
-            bf16: run the backbone under bfloat16 autocast (a GPU or AMX CPU; on a CPU without AMX
-                it measured 0.59x the fp32 speed, benchmarks/results/speed.md).
+            bf16: run the backbone under bfloat16 autocast: for a GPU, or a CPU with
+                AVX512-BF16/AMX (1.8x the fp32 speed measured on one; 0.59x on a CPU without).
 
         Returns:
             float32 tensor ``(num_items, v, dim)`` on the CPU, in the order of ``texts``. Under

@@ -27,7 +27,7 @@ import torch
 from .clustering import SemanticCodebook
 from .data import DataOptions, load_embedded_dataset, read_dataset
 from .data.dataset import RecDataset
-from .data.splits import leave_one_out
+from .data.splits import leave_one_out, sample_users
 from .presets import Preset, RecStageSettings, TokenizerStageSettings, get_preset
 
 logger = logging.getLogger(__name__)
@@ -36,6 +36,9 @@ STAGES = ("tokenizer", "encode", "codebook", "recommender", "evaluate", "report"
 #: stages whose work is split across processes under ``accelerate launch``
 DISTRIBUTED_STAGES = ("tokenizer", "encode", "recommender")
 RUN_FILE = "run_config.json"
+#: Stages another run can lend (``reuse_stages``): they do not depend on the ``recommender``
+#: settings, so runs that differ only there (recommender ablations) can share them.
+SHAREABLE_STAGES = ("tokenizer", "encode", "codebook")
 
 
 class PipelineError(ValueError):
@@ -80,18 +83,7 @@ class RunConfig:
 
     @classmethod
     def from_yaml(cls, path: str | os.PathLike) -> RunConfig:
-        import yaml
-
-        path = Path(path)
-        if not path.is_file():
-            raise PipelineError(f"{path}: config file not found")
-        try:
-            values = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise PipelineError(f"{path}: not valid YAML: {e}") from None
-        if not isinstance(values, dict):
-            raise PipelineError(f"{path}: expected a mapping of settings at the top level")
-        return cls.from_dict(values, source=str(path))
+        return cls.from_dict(read_yaml_settings(path), source=str(path))
 
     def check(self, source: str = "config") -> None:
         try:
@@ -143,6 +135,41 @@ class RunConfig:
 
 
 # ---------------------------------------------------------------------------- stage plumbing
+def read_yaml_settings(path: str | os.PathLike) -> dict[str, Any]:
+    """The top-level mapping of a YAML run config (not yet checked: flags may still add to it)."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise PipelineError(f"{path}: config file not found")
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise PipelineError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(values, dict):
+        raise PipelineError(f"{path}: expected a mapping of settings at the top level")
+    return values
+
+
+def native_bf16() -> bool:
+    """Whether this machine computes bfloat16 natively: a CUDA GPU that supports it, else a CPU
+    with AVX512-BF16 or AMX-BF16 (elsewhere bf16 is emulated and slower than fp32)."""
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:  # not Linux: do not guess
+        return False
+    return " avx512_bf16" in flags or " amx_bf16" in flags
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:  # another file system, or links not supported
+        shutil.copy2(src, dst)
+
+
 def _write_json(path: Path, value: Any) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(value, indent=2, default=_json_default))
@@ -203,6 +230,49 @@ class Pipeline:
             run_file,
             {"identity": self.config.identity(), "config": dataclasses.asdict(self.config)},
         )
+
+    def reuse_stages(self, source: str | os.PathLike) -> list[str]:
+        """Take the finished stages of ``SHAREABLE_STAGES`` from the run folder ``source``
+        instead of computing them again; returns the names taken.
+
+        ``source`` must hold a run whose settings differ from this one's in ``recommender``
+        alone (what an ablation of the recommender changes); anything else raises
+        :class:`PipelineError`. Files are hard-linked where the file system allows (no extra
+        disk; stages are never modified in place), else copied, and each stage is published
+        atomically like a computed one. Stages this run has already finished are kept.
+        """
+        source = Path(source)
+        run_file = source / RUN_FILE
+        if not run_file.is_file():
+            raise PipelineError(f"{source}: not a store-hf run folder (no {RUN_FILE})")
+        theirs = json.loads(run_file.read_text()).get("identity", {})
+        mine = self.config.identity()
+        diff = sorted(
+            k
+            for k in set(theirs) | set(mine)
+            if k != "recommender" and theirs.get(k) != mine.get(k)
+        )
+        if diff:
+            raise PipelineError(
+                f"{source}: its stages cannot be reused here, the runs differ in {diff} "
+                "(only 'recommender' settings may differ)"
+            )
+        self.claim_output_dir()
+        taken = []
+        for name in SHAREABLE_STAGES:
+            if not (source / name / "stage.json").is_file():
+                break  # a later stage depends on this one: take no more
+            if self.is_done(name):
+                continue
+            if self.is_main:
+                partial = self.out / f"{name}.partial"
+                shutil.rmtree(partial, ignore_errors=True)
+                shutil.copytree(source / name, partial, copy_function=_link_or_copy)
+                os.replace(partial, self.stage_dir(name))
+                logger.info("stage %s: taken from %s", name, source / name)
+            taken.append(name)
+        self.state.wait_for_everyone()
+        return taken
 
     def stage_dir(self, name: str) -> Path:
         return self.out / name
@@ -355,8 +425,10 @@ class Pipeline:
         items = self.dataset.items
         texts = item_texts(items, model.config.content_attributes)
         start = time.time()
+        bf16 = self.preset.tokenizer.encode_bf16
+        bf16 = native_bf16() if bf16 is None else bf16
         embeddings = model.encode_items(
-            texts, tokenizer, batch_size=self.preset.tokenizer.encode_batch_size, bf16=False
+            texts, tokenizer, batch_size=self.preset.tokenizer.encode_batch_size, bf16=bf16
         )
         seconds = time.time() - start
         if self.is_main:
@@ -368,6 +440,7 @@ class Pipeline:
             "num_items": len(items),
             "shape": list(embeddings.shape),
             "items_per_second": round(len(items) / max(seconds, 1e-9), 1),
+            "bf16": bf16,
         }
 
     def _embeddings(self) -> tuple[torch.Tensor, list[str]]:
@@ -466,11 +539,11 @@ class Pipeline:
     def _evaluate(self, folder: Path) -> dict[str, Any]:
         from .baselines import MostPopular
         from .metrics import RankingMetrics
-        from .rec_training import evaluate_recommender, subsample_users
+        from .rec_training import evaluate_recommender
 
         settings = self.preset.recommender
         rec = self.load_recommender()
-        test = subsample_users(self.splits["test"], settings.max_eval_users, self.config.seed + 1)
+        test = sample_users(self.splits["test"], settings.max_eval_users, self.config.seed + 1)
         ks = (1, 5, 10, 20)
         store = evaluate_recommender(
             rec,

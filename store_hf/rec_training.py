@@ -28,6 +28,7 @@ from transformers import (
 )
 
 from .collators import format_content
+from .data import sample_users
 from .metrics import DEFAULT_KS, RankingMetrics, impression_metrics
 from .modeling_store import StoreForGenerativeRec
 from .presets import RecStageSettings
@@ -172,17 +173,6 @@ class RecCollator:
         return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
-def subsample_users(split: Dataset, max_users: int | None, seed: int = 0) -> Dataset:
-    """The rows of at most ``max_users`` randomly chosen users (all rows of each)."""
-    if max_users is None:
-        return split
-    users = sorted(set(split["user_id"]))
-    if len(users) <= max_users:
-        return split
-    keep = set(np.random.default_rng(seed).choice(users, size=max_users, replace=False).tolist())
-    return split.filter(lambda u: u in keep, input_columns="user_id")
-
-
 @torch.no_grad()
 def evaluate_recommender(
     model: StoreForGenerativeRec,
@@ -305,8 +295,8 @@ def train_recommender(
     """
     output_dir = Path(output_dir)
     data = RecInstructionData(model, tokenizer)
-    train_rows = subsample_users(splits["train"], settings.max_train_users, seed)
-    valid_rows = subsample_users(splits["validation"], settings.max_eval_users, seed)
+    train_rows = sample_users(splits["train"], settings.max_train_users, seed)
+    valid_rows = sample_users(splits["validation"], settings.max_eval_users, seed)
     train_users = set(train_rows["user_id"])
     rec_train = data.recommendation(train_rows)
     # validation loss does not depend on the order: sorted, its batches carry little padding

@@ -47,3 +47,36 @@ def test_speed_quick_writes_every_ratio(tmp_path):
     assert set(report["sections"]) == set(SECTIONS)
     assert report["machine"]["torch_threads"] == 1 and report["machine"]["cores"] >= 1
     assert report["sections"]["recommend"]["same_beams"] is True
+
+
+def test_quality_ranks_every_system_on_the_same_users(tmp_path):
+    work, out = tmp_path / "work", tmp_path / "results"
+    systems = "store,store-no-cbs,store-no-align,popular,random"
+    cmd = [sys.executable, "benchmarks/quality.py", "--preset", "tiny", "--systems", systems]
+    cmd += ["--test-users", "16", "--work-dir", str(work), "--output-dir", str(out)]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads((out / "quality-scientific-tiny.json").read_text())
+    table = report["systems"]
+    assert list(table) == systems.split(",")
+    for system, row in table.items():
+        assert row["test_users"] == 16 and row["seeds"] == [0], system
+        assert all(0.0 <= row[f"recall@{k}"] <= 1.0 for k in (1, 5, 10, 20)), system
+        assert row["ndcg@10"] <= row["recall@10"] and row["ndcg@10_std"] is None
+    # the pipeline ranked the same 16 users: its most-popular numbers are the harness's
+    evaluate = json.loads((work / "store-seed0" / "evaluate" / "metrics.json").read_text())
+    pipeline_pop = evaluate["systems"]["MostPopular"]
+    assert all(pipeline_pop[m] == table["popular"][m] for m in ("recall@20", "ndcg@20"))
+    assert evaluate["systems"]["STORE"]["recall@20"] == table["store"]["recall@20"]
+    # the ablation trained its own recommender on the store run's tokenizer and codes
+    a, b = work / "store-seed0" / "codebook", work / "store-no-align-seed0" / "codebook"
+    assert (a / "stage.json").read_bytes() == (b / "stage.json").read_bytes()
+    assert not json.loads((work / "store-no-align-seed0" / "run_config.json").read_text())[
+        "config"
+    ]["recommender"]["alignment"]
+    md = (out / "quality-scientific-tiny.md").read_text()
+    assert "| store-no-cbs |" in md and "--reuse-stages-from" in md
+    # a rerun takes the finished results instead of training again
+    again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and "started" not in again.stderr
+    assert json.loads((out / "quality-scientific-tiny.json").read_text())["systems"] == table

@@ -4,11 +4,12 @@ import csv
 import json
 import subprocess
 import sys
+from datetime import datetime, timezone
 
 import pytest
 
 from store_hf.cli import main
-from store_hf.pipeline import STAGES, Pipeline, PipelineError, RunConfig
+from store_hf.pipeline import STAGES, Pipeline, PipelineError, RunConfig, native_bf16
 
 
 def _write_generic(folder, embedded, num_users=150):
@@ -59,6 +60,8 @@ def test_every_stage_finishes_and_the_report_has_the_table(tiny_run, capsys):
         assert (out / "report" / png).stat().st_size > 1000
     codebook = json.loads((out / "codebook" / "statistics.json").read_text())
     assert codebook["collision_rate_after"] == 0.0
+    # bf16 encoding exactly where the machine computes it natively (the preset leaves it open)
+    assert json.loads((out / "encode" / "stage.json").read_text())["bf16"] == native_bf16()
 
 
 def test_a_second_run_skips_finished_stages(tiny_run, caplog):
@@ -77,6 +80,40 @@ def test_one_stage_can_be_redone_alone(tiny_run):
     assert main(["evaluate", str(out), "--force"]) == 0
     assert (out / "evaluate" / "stage.json").stat().st_mtime_ns > old
     assert (out / "recommender" / "stage.json").stat().st_mtime_ns == rec
+
+
+def test_a_recommender_ablation_reuses_the_earlier_stages(tiny_run, tmp_path, caplog):
+    out, args = tiny_run
+    config = tmp_path / "no_align.yaml"
+    config.write_text("recommender:\n  alignment: false\n")
+    ablation = tmp_path / "no_align"
+    flags = [a for a in args if a not in ("run",)]
+    flags[flags.index("--output-dir") + 1] = str(ablation)
+    with caplog.at_level("INFO"):
+        assert main(["run", str(config), *flags, "--reuse-stages-from", str(out)]) == 0
+    taken = [r.message for r in caplog.records if "taken from" in r.message]
+    assert len(taken) == 3  # tokenizer, encode, codebook: not trained again
+    src, dst = (
+        out / "encode" / "embeddings.safetensors",
+        ablation / "encode" / "embeddings.safetensors",
+    )
+    assert dst.read_bytes() == src.read_bytes()
+    assert (ablation / "recommender" / "stage.json").is_file()  # trained anew, without alignment
+    assert json.loads((ablation / "run_config.json").read_text())["config"]["recommender"] == {
+        "alignment": False
+    }
+    # a run that differs before the recommender cannot borrow them
+    other = Pipeline(
+        RunConfig.from_dict(
+            {
+                **json.loads((out / "run_config.json").read_text())["config"],
+                "output_dir": str(tmp_path / "seed1"),
+                "seed": 1,
+            }
+        )
+    )
+    with pytest.raises(PipelineError, match=r"differ in \['seed'\]"):
+        other.reuse_stages(out)
 
 
 def test_a_failed_stage_leaves_no_finished_folder(tiny_run, tmp_path, monkeypatch):
@@ -177,3 +214,82 @@ def test_run_on_the_shared_datasets(name, tmp_path, capsys):
         scoring = summary["scoring"]
         assert scoring["impressions"] == "held-out logged impressions"
         assert scoring["num_impressions"] > 0 and 0.0 <= scoring["mrr"] <= 1.0
+
+
+def _amazon_rows(embedded, num_users=120):
+    """The first users of the embedded Amazon set: their items and (user, item, time) rows."""
+    rows = []
+    for user, seq in zip(
+        embedded.sequences["user_id"][:num_users], embedded.sequences["item_ids"][:num_users]
+    ):
+        rows += [(f"U{user}", item, 1_400_000_000 + 86_400 * t) for t, item in enumerate(seq)]
+    used = {item for _, item, _ in rows}
+    return [r for r in embedded.items if r["item_id"] in used], rows
+
+
+def _write_raw(layout: str, folder, embedded):
+    """Real catalogue rows rewritten in a raw published layout, field for field."""
+    from conftest import shared_path
+    from test_readers_raw import write_1m, write_100k, write_lines, write_recbole
+
+    if layout in ("ml-100k", "ml-1m", "recbole"):  # real MovieLens rows: the first 30 users
+        source = shared_path("movielens-latest-small")
+        with open(source / "movies.csv", encoding="utf-8", newline="") as f:
+            movies = {r["movieId"]: (r["title"], r["genres"]) for r in csv.DictReader(f)}
+        with open(source / "ratings.csv", encoding="utf-8", newline="") as f:
+            ratings = [tuple(r.values()) for r in csv.DictReader(f)]  # user, movie, rating, time
+        users = list(dict.fromkeys(u for u, *_ in ratings))[:30]
+        ratings = [r for r in ratings if r[0] in users]
+        movies = {m: movies[m] for m in dict.fromkeys(r[1] for r in ratings)}
+        writer = {"ml-100k": write_100k, "ml-1m": write_1m, "recbole": write_recbole}[layout]
+        writer(folder, movies, ratings)
+        return
+    items, rows = _amazon_rows(embedded)
+    folder.mkdir(parents=True)
+    if layout == "yelp":
+        business = [
+            {"business_id": r["item_id"], "name": r["title"], "address": "1 Main St",
+             "city": "Tempe", "state": "AZ", "postal_code": "85281", "latitude": 33.4,
+             "longitude": -111.9, "stars": 4.0, "review_count": 5, "is_open": 1,
+             "attributes": None, "categories": r["categories"].replace(",", ", "), "hours": None}
+            for r in items
+        ]  # fmt: skip
+        reviews = [
+            {"review_id": f"R{i}", "user_id": u, "business_id": item, "stars": 5.0,
+             "useful": 0, "funny": 0, "cool": 0, "text": "Good.",
+             "date": datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")}
+            for i, (u, item, ts) in enumerate(rows)
+        ]  # fmt: skip
+        write_lines(folder / "yelp_academic_dataset_business.json", map(json.dumps, business))
+        write_lines(folder / "yelp_academic_dataset_review.json", map(json.dumps, reviews))
+        return
+    meta = [
+        {"asin": r["item_id"], "title": r["title"], "brand": r["brand"],
+         "category": r["categories"].split(","), "description": [r["description"]]}
+        for r in items
+    ]  # fmt: skip
+    reviews = [
+        {"reviewerID": u, "asin": item, "overall": 5.0, "unixReviewTime": ts}
+        for u, item, ts in rows
+    ]
+    write_lines(folder / "meta_Industrial_and_Scientific.json.gz", map(json.dumps, meta))
+    write_lines(folder / "Industrial_and_Scientific_5.json.gz", map(json.dumps, reviews))
+
+
+@pytest.mark.parametrize("layout", ["yelp", "amazon-2018", "ml-100k", "ml-1m", "recbole"])
+def test_run_on_every_raw_layout(layout, tmp_path, embedded, capsys):
+    folder = tmp_path / layout
+    _write_raw(layout, folder, embedded)
+    out = tmp_path / "out"
+    config = tmp_path / "run.yaml"
+    config.write_text(
+        "preset: tiny\ntokenizer:\n  max_items: 16\n"
+        "recommender:\n  max_train_users: 6\n  max_eval_users: 8\n"
+        "  joint_epochs: 0.5\n  num_epochs: 0.5\n"
+    )
+    assert main(["run", str(config), "--output-dir", str(out), "--dataset", str(folder)]) == 0
+    summary = json.loads((out / "metrics.json").read_text())
+    assert summary["systems"]["STORE"]["num_users"] == 8
+    assert "| STORE |" in capsys.readouterr().out
+    run = json.loads((out / "run_config.json").read_text())["config"]
+    assert run["dataset"] == str(folder)

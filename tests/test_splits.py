@@ -1,6 +1,6 @@
 import pytest
 
-from store_hf.data import DataFormatError, leave_one_out, user_split
+from store_hf.data import DataFormatError, leave_one_out, sample_users, user_split
 
 
 def test_leave_one_out_protocol(embedded):
@@ -45,3 +45,21 @@ def test_user_split_is_disjoint_and_deterministic(embedded):
     assert len(train_users) == embedded.num_users - 800
     with pytest.raises(DataFormatError, match="the dataset has 8317"):
         user_split(embedded, num_test_users=9000)
+
+
+def test_sample_users_depends_only_on_the_users_and_the_seed(embedded):
+    splits = leave_one_out(embedded)
+    test, valid = splits["test"], splits["validation"]
+    a = sample_users(test, 50, seed=1)
+    assert len(set(a["user_id"])) == len(a) == 50
+    assert list(a["user_id"]) == sorted(a["user_id"], key=list(test["user_id"]).index)  # order kept
+    assert list(sample_users(test, 50, seed=1)["user_id"]) == list(a["user_id"])
+    assert set(sample_users(test, 50, seed=2)["user_id"]) != set(a["user_id"])
+    # the same user set in another split gives the same users (systems on different rows agree)
+    assert set(sample_users(valid, 50, seed=1)["user_id"]) == set(a["user_id"])
+    assert sample_users(test, None) is test and sample_users(test, len(test)) is test
+    train = splits["train"]  # several rows per user: all of a chosen user's rows are kept
+    some = sample_users(train, 20, seed=0)
+    assert len(set(some["user_id"])) == 20
+    chosen = set(some["user_id"])
+    assert len(some) == sum(u in chosen for u in train["user_id"])

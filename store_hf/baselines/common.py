@@ -8,9 +8,12 @@ Anything indexable by those column names works (a ``datasets.Dataset``, a dict o
 from __future__ import annotations
 
 import copy
+import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
+
+logger = logging.getLogger(__name__)
 
 #: Split rows: a ``datasets.Dataset`` or a mapping of column name -> list.
 Rows = Any
@@ -81,6 +84,39 @@ class EarlyStopping:
     @property
     def should_stop(self) -> bool:
         return bool(self.patience) and self.bad >= self.patience
+
+    def end_epoch(
+        self,
+        entry: dict,
+        metrics: Mapping[str, float] | None,
+        monitor: str,
+        module,
+        seconds: float,
+        log: list[dict],
+        name: str,
+        callback: Callable[[dict], None] | None = None,
+    ) -> bool:
+        """Finish one epoch: add the validation ``metrics`` (``None``: no validation split) and
+        the time to ``entry``, append it to ``log``, report it; returns whether to stop."""
+        if metrics is not None:
+            entry.update({f"valid_{k}": v for k, v in metrics.items() if k != "num_users"})
+            entry["best"] = self.update(metrics[monitor], entry["epoch"], module)
+        entry["seconds"] = round(seconds, 3)
+        log.append(entry)
+        logger.info("%s %s", name, entry)
+        if callback is not None:
+            callback(entry)
+        if metrics is not None and self.should_stop:
+            logger.info(
+                "%s: early stop at epoch %d; best %s %.4f at epoch %d",
+                name,
+                entry["epoch"],
+                monitor,
+                self.best,
+                self.best_epoch,
+            )
+            return True
+        return False
 
     def restore(self, module) -> None:
         """Load the best epoch's weights into ``module`` (no-op before any update)."""

@@ -403,27 +403,16 @@ class SASRec(nn.Module):
                 n = int(real.sum())
                 total += loss.item() * n
                 positions += n
-            entry: dict = {"epoch": epoch, "loss": total / positions}
+            metrics = None
             if valid is not None:
                 ranks = model.rank_targets(valid_histories, valid_targets)
                 metrics = ranking_metrics(ranks, sorted({10, monitor_k}))
-                entry.update(
-                    {f"valid_{name}": v for name, v in metrics.items() if name != "num_users"}
-                )
-                entry["best"] = stopper.update(metrics[config.monitor], epoch, model)
-            entry["seconds"] = round(time.perf_counter() - started, 3)
-            model.fit_log.append(entry)
-            logger.info("sasrec %s", entry)
-            if callback is not None:
-                callback(entry)
-            if valid is not None and stopper.should_stop:
-                logger.info(
-                    "early stop at epoch %d; best %s %.4f at epoch %d",
-                    epoch,
-                    config.monitor,
-                    stopper.best,
-                    stopper.best_epoch,
-                )
+            entry = {"epoch": epoch, "loss": total / positions}
+            seconds = time.perf_counter() - started
+            log = model.fit_log
+            if stopper.end_epoch(
+                entry, metrics, config.monitor, model, seconds, log, "sasrec", callback
+            ):
                 break
         stopper.restore(model)
         model.eval()

@@ -405,27 +405,14 @@ class TIGER:
                 optimizer.step()
                 scheduler.step()
                 total += loss.item() * len(batch)
-            entry: dict = {"epoch": epoch, "loss": total / len(inputs)}
-            entry["train_seconds"] = round(time.perf_counter() - started, 2)
-            if valid is not None:
-                metrics = model.evaluate(valid, sorted({10, monitor_k}))
-                entry.update(
-                    {f"valid_{name}": v for name, v in metrics.items() if name != "num_users"}
-                )
-                entry["best"] = stopper.update(metrics[config.monitor], epoch, net)
-            entry["seconds"] = round(time.perf_counter() - started, 2)
-            model.fit_log.append(entry)
-            logger.info("tiger %s", entry)
-            if callback is not None:
-                callback(entry)
-            if valid is not None and stopper.should_stop:
-                logger.info(
-                    "early stop at epoch %d; best %s %.4f at epoch %d",
-                    epoch,
-                    config.monitor,
-                    stopper.best,
-                    stopper.best_epoch,
-                )
+            entry = {"epoch": epoch, "loss": total / len(inputs)}
+            entry["train_seconds"] = round(time.perf_counter() - started, 3)
+            metrics = None if valid is None else model.evaluate(valid, sorted({10, monitor_k}))
+            seconds = time.perf_counter() - started
+            log = model.fit_log
+            if stopper.end_epoch(
+                entry, metrics, config.monitor, net, seconds, log, "tiger", callback
+            ):
                 break
         stopper.restore(net)
         net.eval()

@@ -115,3 +115,17 @@ def user_split(
             rows.extend(_rows_for(users[i], seq, first, n, max_history))
         out[split] = _to_dataset(rows)
     return DatasetDict(train=out["train"], validation=out["validation"], test=out["test"])
+
+
+def sample_users(split: Dataset, max_users: int | None, seed: int = 0) -> Dataset:
+    """The rows of at most ``max_users`` users of ``split``, chosen uniformly at random (all
+    rows of each chosen user, in their original order); ``split`` itself when it has no more
+    users than that or ``max_users`` is None. The choice depends only on the set of user ids
+    and ``seed``, so every system evaluated with the same arguments sees the same users."""
+    if max_users is None:
+        return split
+    users = sorted(set(split["user_id"]))
+    if len(users) <= max_users:
+        return split
+    keep = set(np.random.default_rng(seed).choice(users, size=max_users, replace=False).tolist())
+    return split.filter(lambda u: u in keep, input_columns="user_id")
