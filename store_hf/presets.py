@@ -23,7 +23,7 @@ class TokenizerStageSettings:
     bf16: bool = False
     encode_batch_size: int = 64
     # encode items under bf16 autocast; None: where the hardware computes bf16 natively (a GPU
-    # with bf16, a CPU with AVX512-BF16 or AMX), measured 1.8x faster on such a CPU and 0.59x
+    # with bf16, a CPU with AVX512-BF16 or AMX), measured 1.6-1.8x faster on such a CPU and 0.59x
     # on one without (benchmarks/results/speed.md, section encode)
     encode_bf16: bool | None = None
 
