@@ -163,6 +163,11 @@ def native_bf16() -> bool:
     return " avx512_bf16" in flags or " amx_bf16" in flags
 
 
+def _settings_diff(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+    """Sorted names of the run settings whose values differ between two identities."""
+    return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+
+
 def _link_or_copy(src: str, dst: str) -> None:
     try:
         os.link(src, dst)
@@ -215,7 +220,7 @@ class Pipeline:
         if run_file.is_file():
             saved = json.loads(run_file.read_text()).get("identity", {})
             mine = self.config.identity()
-            diff = sorted(k for k in set(saved) | set(mine) if saved.get(k) != mine.get(k))
+            diff = _settings_diff(saved, mine)
             if diff and not self.force:
                 raise PipelineError(
                     f"{self.out}: holds another run (settings differ: {diff}); choose a new "
@@ -247,11 +252,7 @@ class Pipeline:
             raise PipelineError(f"{source}: not a store-hf run folder (no {RUN_FILE})")
         theirs = json.loads(run_file.read_text()).get("identity", {})
         mine = self.config.identity()
-        diff = sorted(
-            k
-            for k in set(theirs) | set(mine)
-            if k != "recommender" and theirs.get(k) != mine.get(k)
-        )
+        diff = [k for k in _settings_diff(theirs, mine) if k != "recommender"]
         if diff:
             raise PipelineError(
                 f"{source}: its stages cannot be reused here, the runs differ in {diff} "
