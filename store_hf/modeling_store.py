@@ -354,6 +354,26 @@ class StoreTokenizerModel(StorePreTrainedModel):
         states = self._run(torch.cat([embeds, dense], dim=1), mask, positions)
         return states[:, -v:]
 
+    def encode_mean(
+        self, content_input_ids: torch.LongTensor, content_attention_mask: torch.LongTensor
+    ) -> torch.Tensor:
+        """One content embedding per item without dense tokens: the mean of the backbone's
+        last-layer states over the real content tokens (the "without dense tokenizer" ablation
+        and LC-Rec's item embedding).
+
+        Args:
+            content_input_ids: ``(num_items, content_len)``, left-padded.
+            content_attention_mask: ``(num_items, content_len)``, 1 for real tokens.
+
+        Returns:
+            ``(num_items, dim)``.
+        """
+        mask = content_attention_mask
+        positions = (mask.cumsum(-1) - 1).clamp_min(0)
+        states = self._run(self._embed(content_input_ids), mask, positions)
+        weights = mask.unsqueeze(-1).to(states.dtype)
+        return (states * weights).sum(1) / weights.sum(1).clamp_min(1)
+
     def _task_inputs(self, task_ids: torch.LongTensor, labels: torch.LongTensor) -> torch.Tensor:
         """``[task token][target_0 .. target_{T-2}]`` embeddings: ``(num_samples, T, dim)``."""
         task = self.task_embeddings[task_ids].unsqueeze(1)
@@ -504,6 +524,7 @@ class StoreTokenizerModel(StorePreTrainedModel):
         batch_size: int = 32,
         bf16: bool = False,
         show_progress: bool = True,
+        pooling: str = "dense",
     ) -> torch.Tensor:
         """Dense tokens of each item: the "text-to-token" entry point of the clusterer.
 
@@ -513,9 +534,12 @@ class StoreTokenizerModel(StorePreTrainedModel):
             batch_size: items per forward pass (items are sorted by length to limit padding).
             bf16: run the backbone under bfloat16 autocast: for a GPU, or a CPU with
                 AVX512-BF16/AMX (1.8x the fp32 speed measured on one; 0.59x on a CPU without).
+            pooling: ``"dense"`` (the dense tokens) or ``"mean"`` (:meth:`encode_mean`, one
+                mean-pooled content embedding per item, for the ablations).
 
         Returns:
-            float32 tensor ``(num_items, v, dim)`` on the CPU, in the order of ``texts``. Under
+            float32 tensor ``(num_items, v, dim)`` (``(num_items, dim)`` for ``"mean"``) on the
+            CPU, in the order of ``texts``. Under
             ``torch.distributed`` (e.g. ``accelerate launch``) every process encodes a contiguous
             shard and all processes receive the whole result, gathered in order.
         """
@@ -530,20 +554,31 @@ class StoreTokenizerModel(StorePreTrainedModel):
                 batch_size,
                 bf16,
                 show_progress and rank == 0,
+                pooling,
             )
             shards = [None] * world
             dist.all_gather_object(shards, local)
             return torch.cat(shards)
-        return self._encode_items(list(texts), tokenizer, batch_size, bf16, show_progress)
+        return self._encode_items(list(texts), tokenizer, batch_size, bf16, show_progress, pooling)
 
     def _encode_items(
-        self, texts: list[str], tokenizer, batch_size: int, bf16: bool, show_progress: bool
+        self,
+        texts: list[str],
+        tokenizer,
+        batch_size: int,
+        bf16: bool,
+        show_progress: bool,
+        pooling: str = "dense",
     ) -> torch.Tensor:
         from tqdm.auto import tqdm
 
+        if pooling not in ("dense", "mean"):
+            raise ValueError(f"pooling must be 'dense' or 'mean', got {pooling!r}")
+        encode = self.encode_dense if pooling == "dense" else self.encode_mean
         was_training = self.training
         self.eval()
-        out = torch.empty(len(texts), self.config.num_dense_tokens, self.embedding_dim)
+        shape = (self.config.num_dense_tokens,) if pooling == "dense" else ()
+        out = torch.empty(len(texts), *shape, self.embedding_dim)
         if not texts:
             return out
         encoded = tokenizer(texts, truncation=True, max_length=self.config.max_content_length)[
@@ -558,8 +593,8 @@ class StoreTokenizerModel(StorePreTrainedModel):
             idx = order[start : start + batch_size]
             ids, mask = left_pad([encoded[i] for i in idx], pad_id, device)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                dense = self.encode_dense(ids, mask)
-            out[idx] = dense.float().cpu()
+                states = encode(ids, mask)
+            out[idx] = states.float().cpu()
         self.train(was_training)
         return out
 

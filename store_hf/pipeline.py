@@ -24,11 +24,18 @@ from typing import Any
 import numpy as np
 import torch
 
+from .backbones import native_bf16, resolve_bf16
 from .clustering import SemanticCodebook
 from .data import DataOptions, load_embedded_dataset, read_dataset
 from .data.dataset import RecDataset
 from .data.splits import leave_one_out, sample_users
-from .presets import Preset, RecStageSettings, TokenizerStageSettings, get_preset
+from .presets import (
+    SEMANTIC_IDS,
+    Preset,
+    RecStageSettings,
+    TokenizerStageSettings,
+    get_preset,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +70,7 @@ class RunConfig:
     interactions: str | None = None
     kcore: int | None = None
     seed: int = 0
+    semantic_ids: str = "store"
     eval_tokenizer_items: int = 48
     tokenizer: dict[str, Any] = field(default_factory=dict)
     recommender: dict[str, Any] = field(default_factory=dict)
@@ -100,6 +108,10 @@ class RunConfig:
                 raise PipelineError(
                     f"{source}: {name}: unknown setting(s) {bad}; known: {sorted(allowed)}"
                 )
+        if self.semantic_ids not in SEMANTIC_IDS:
+            raise PipelineError(
+                f"{source}: semantic_ids: {self.semantic_ids!r} is not one of {list(SEMANTIC_IDS)}"
+            )
         codebook_keys = {"pca_dim", "pca", "collisions", "engine", "n_init", "max_iter"}
         bad = sorted(set(self.codebook) - codebook_keys)
         if bad:
@@ -119,7 +131,19 @@ class RunConfig:
         """What makes two runs the same run (an output folder serves one identity)."""
         values = dataclasses.asdict(self)
         values.pop("output_dir")
+        if values["semantic_ids"] == "store":  # folders written before the setting existed
+            values.pop("semantic_ids")
         return values
+
+    def differences(self, folder: str | os.PathLike) -> list[str] | None:
+        """Names of the settings in which the run saved in ``folder`` differs from this one
+        (``[]``: the same run); ``None`` where ``folder`` holds no run."""
+        run_file = Path(folder) / RUN_FILE
+        if not run_file.is_file():
+            return None
+        saved = json.loads(run_file.read_text()).get("identity", {})
+        mine = self.identity()
+        return sorted(k for k in set(saved) | set(mine) if saved.get(k) != mine.get(k))
 
     def load_dataset(self) -> RecDataset:
         options = DataOptions(kcore=self.kcore)
@@ -149,23 +173,6 @@ def read_yaml_settings(path: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(values, dict):
         raise PipelineError(f"{path}: expected a mapping of settings at the top level")
     return values
-
-
-def native_bf16() -> bool:
-    """Whether this machine computes bfloat16 natively: a CUDA GPU that supports it, else a CPU
-    with AVX512-BF16 or AMX-BF16 (elsewhere bf16 is emulated and slower than fp32)."""
-    if torch.cuda.is_available():
-        return torch.cuda.is_bf16_supported()
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:  # not Linux: do not guess
-        return False
-    return " avx512_bf16" in flags or " amx_bf16" in flags
-
-
-def _settings_diff(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
-    """Sorted names of the run settings whose values differ between two identities."""
-    return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
 
 
 def _link_or_copy(src: str, dst: str) -> None:
@@ -218,9 +225,7 @@ class Pipeline:
         if self.out.exists() and not self.out.is_dir():
             raise PipelineError(f"{self.out}: exists and is not a folder")
         if run_file.is_file():
-            saved = json.loads(run_file.read_text()).get("identity", {})
-            mine = self.config.identity()
-            diff = _settings_diff(saved, mine)
+            diff = self.config.differences(self.out)
             if diff and not self.force:
                 raise PipelineError(
                     f"{self.out}: holds another run (settings differ: {diff}); choose a new "
@@ -247,12 +252,10 @@ class Pipeline:
         atomically like a computed one. Stages this run has already finished are kept.
         """
         source = Path(source)
-        run_file = source / RUN_FILE
-        if not run_file.is_file():
+        diff = self.config.differences(source)
+        if diff is None:
             raise PipelineError(f"{source}: not a store-hf run folder (no {RUN_FILE})")
-        theirs = json.loads(run_file.read_text()).get("identity", {})
-        mine = self.config.identity()
-        diff = [k for k in _settings_diff(theirs, mine) if k != "recommender"]
+        diff = [k for k in diff if k != "recommender"]
         if diff:
             raise PipelineError(
                 f"{source}: its stages cannot be reused here, the runs differ in {diff} "
@@ -365,6 +368,15 @@ class Pipeline:
         )
 
         settings: TokenizerStageSettings = self.preset.tokenizer
+        if self.config.semantic_ids != "store":
+            # the ablations read the pretrained backbone as it is: no dense-token training
+            model, tokenizer = build_tokenizer_model(self.preset, self.dataset.attributes)
+            model.merge_lora()  # LoRA starts as the identity (B = 0): this is the backbone
+            if self.is_main:
+                model.save_pretrained(folder / "model")
+                tokenizer.save_pretrained(folder / "model")
+                _write_json(folder / "log_history.json", [])
+            return {"trained": False, "train_items": 0, "final_loss": None}
         items = self.dataset.items.shuffle(seed=self.config.seed)
         n_eval = min(self.config.eval_tokenizer_items, len(items) // 10)
         n_train = min(settings.max_items or len(items), len(items) - n_eval)
@@ -399,6 +411,7 @@ class Pipeline:
             tokenizer.save_pretrained(folder / "model")
             _write_json(folder / "log_history.json", log)
         return {
+            "trained": True,
             "train_items": n_train,
             "eval_items": n_eval,
             "dense_information_before": before,
@@ -422,15 +435,24 @@ class Pipeline:
 
         from .tokenizer_training import item_texts
 
-        model, tokenizer = self._load_tokenizer_model()
         items = self.dataset.items
-        texts = item_texts(items, model.config.content_attributes)
         start = time.time()
-        bf16 = self.preset.tokenizer.encode_bf16
-        bf16 = native_bf16() if bf16 is None else bf16
-        embeddings = model.encode_items(
-            texts, tokenizer, batch_size=self.preset.tokenizer.encode_batch_size, bf16=bf16
-        )
+        bf16 = resolve_bf16(self.preset.tokenizer.encode_bf16)
+        if self.config.semantic_ids == "minilm-rqvae":
+            from .baselines.text_encoder import encode_texts
+            from .baselines.text_encoder import item_texts as sentence_texts
+
+            bf16 = False
+            embeddings = torch.from_numpy(encode_texts(sentence_texts(items)))
+        else:
+            model, tokenizer = self._load_tokenizer_model()
+            embeddings = model.encode_items(
+                item_texts(items, model.config.content_attributes),
+                tokenizer,
+                batch_size=self.preset.tokenizer.encode_batch_size,
+                bf16=bf16,
+                pooling="dense" if self.config.semantic_ids == "store" else "mean",
+            )
         seconds = time.time() - start
         if self.is_main:
             save_file(
@@ -457,19 +479,25 @@ class Pipeline:
     def _codebook(self, folder: Path) -> dict[str, Any]:
         embeddings, item_ids = self._embeddings()
         tok_config = json.loads((self.require("tokenizer") / "model" / "config.json").read_text())
-        codebook = SemanticCodebook(
-            codebook_size=tok_config.get("codebook_size", 256),
-            pca_dim=tok_config.get("codebook_dim", 32),
-            seed=self.config.seed,
-            **self.config.codebook,
-        ).fit(embeddings.numpy(), item_ids)
-        codebook.save_pretrained(folder / "codebook")
-        stats = codebook.statistics()
+        k = tok_config.get("codebook_size", 256)
+        if self.config.semantic_ids != "store":
+            stats = _fit_rqvae(
+                embeddings, item_ids, tok_config["num_dense_tokens"], k, self.config.seed, folder
+            )
+        else:
+            codebook = SemanticCodebook(
+                codebook_size=k,
+                pca_dim=tok_config.get("codebook_dim", 32),
+                seed=self.config.seed,
+                **self.config.codebook,
+            ).fit(embeddings.numpy(), item_ids)
+            codebook.save_pretrained(folder / "codebook")
+            stats = codebook.statistics()
+            try:
+                codebook.plot_cluster_sizes(folder / "cluster_sizes.png")
+            except ImportError as e:  # matplotlib is an optional extra
+                logger.warning("no cluster-size plot: %s", e)
         _write_json(folder / "statistics.json", stats)
-        try:
-            codebook.plot_cluster_sizes(folder / "cluster_sizes.png")
-        except ImportError as e:  # matplotlib is an optional extra
-            logger.warning("no cluster-size plot: %s", e)
         return {
             "utilisation": [p["utilisation"] for p in stats["positions"]],
             "collision_rate_before": stats["collision_rate_before"],
@@ -480,25 +508,38 @@ class Pipeline:
     def recommender(self) -> Path:
         return self.run_stage("recommender", self._recommender)
 
+    def item_codes(self) -> tuple[list[str], np.ndarray, int]:
+        """The finished codebook stage's catalogue: item ids, ``(num_items, v)`` codes and k."""
+        folder = self.require("codebook")
+        if (folder / "codebook").is_dir():
+            codebook = SemanticCodebook.from_pretrained(folder / "codebook")
+            return codebook.item_ids, codebook.codes, codebook.codebook_size
+        from safetensors.numpy import load_file
+
+        stats = json.loads((folder / "statistics.json").read_text())
+        item_ids = json.loads((folder / "rqvae" / "item_ids.json").read_text())
+        codes = load_file(str(folder / "rqvae" / "codes.safetensors"))["codes"]
+        return item_ids, codes, stats["codebook_size"]
+
     def _recommender(self, folder: Path) -> dict[str, Any]:
         from .modeling_store import StoreForGenerativeRec
         from .rec_training import train_recommender
 
         settings: RecStageSettings = self.preset.recommender
         tok_model, tokenizer = self._load_tokenizer_model()
-        codebook = SemanticCodebook.from_pretrained(self.require("codebook") / "codebook")
+        item_ids, codes, k = self.item_codes()
         code_rows = None
-        if settings.code_init == "dense":
+        # code rows from dense tokens need dense tokens: the RQ-VAE ablations start from the
+        # default initialisation (mean word embedding plus noise)
+        if settings.code_init == "dense" and self.config.semantic_ids == "store":
             embeddings, _ = self._embeddings()
-            code_rows = code_embeddings_from_dense(
-                tok_model, embeddings, torch.as_tensor(codebook.codes), codebook.codebook_size
-            )
+            code_rows = code_embeddings_from_dense(tok_model, embeddings, torch.as_tensor(codes), k)
         rec = StoreForGenerativeRec.from_tokenizer_model(
             tok_model,
             tokenizer,
-            codebook.item_ids,
-            codebook.codes,
-            codebook_size=codebook.codebook_size,
+            item_ids,
+            codes,
+            codebook_size=k,
             code_embeddings=code_rows,
             lora_r=settings.lora_r,
             lora_alpha=settings.lora_alpha,
@@ -524,7 +565,9 @@ class Pipeline:
             model_dir = folder / "model"
             rec.save_pretrained(model_dir)
             tokenizer.save_pretrained(model_dir)
-            codebook.save_pretrained(model_dir / "codebook")
+            codebook = self.require("codebook") / "codebook"
+            if codebook.is_dir():  # assigns codes to new items (STORE's codebook only)
+                shutil.copytree(codebook, model_dir / "codebook")
             logs = {"joint": result["joint_log"], "rec": result["rec_log"]}
             _write_json(folder / "log_history.json", logs)
         return {k: v for k, v in result.items() if not k.endswith("_log")}
@@ -611,6 +654,60 @@ class Pipeline:
         return self.out
 
 
+def _fit_rqvae(
+    embeddings: torch.Tensor,
+    item_ids: list[str],
+    num_positions: int,
+    codebook_size: int,
+    seed: int,
+    folder: Path,
+) -> dict[str, Any]:
+    """TIGER's quantiser on one embedding per item: ``num_positions - 1`` RQ-VAE levels of
+    ``codebook_size`` codes plus the collision position. Writes ``rqvae/`` (weights, codes, item
+    ids) into ``folder``; returns statistics in the keys of ``SemanticCodebook.statistics``."""
+    from safetensors.numpy import save_file as save_numpy
+    from safetensors.torch import save_file
+
+    from .baselines.rqvae import RQVAE, RQVAEConfig
+
+    if embeddings.ndim != 2:
+        raise PipelineError(
+            f"RQ-VAE codes need one embedding per item, got shape {tuple(embeddings.shape)}"
+        )
+    config = RQVAEConfig(num_levels=num_positions - 1, codebook_size=codebook_size, seed=seed)
+    rqvae = RQVAE(embeddings.shape[1], config)
+    codes = rqvae.fit(embeddings.numpy())
+    report = rqvae.report
+    if codes[:, -1].max() >= codebook_size:
+        raise PipelineError(
+            f"RQ-VAE: {report['max_group_size']} items share one code sequence, more than the "
+            f"{codebook_size} values of the collision position"
+        )
+    (folder / "rqvae").mkdir()
+    save_file(
+        {k: v.contiguous() for k, v in rqvae.state_dict().items()},
+        str(folder / "rqvae" / "rqvae.safetensors"),
+    )
+    save_numpy({"codes": codes}, str(folder / "rqvae" / "codes.safetensors"))
+    _write_json(folder / "rqvae" / "item_ids.json", list(item_ids))
+    used = [len(np.unique(codes[:, p])) for p in range(num_positions)]
+    return {
+        "method": "rqvae",
+        "num_items": len(codes),
+        "num_positions": num_positions,
+        "codebook_size": codebook_size,
+        "dim": config.latent_dim,
+        "positions": [
+            {"position": p, "used_clusters": u, "utilisation": u / codebook_size}
+            for p, u in enumerate(used)
+        ],
+        "collision_rate_before": report["collision_rate"],
+        "collision_rate_after": 1.0 - len(np.unique(codes, axis=0)) / len(codes),
+        "fit_seconds": report["seconds"],
+        "rqvae": {k: v for k, v in report.items() if k != "config"},
+    }
+
+
 @torch.no_grad()
 def code_embeddings_from_dense(
     tokenizer_model, dense: torch.Tensor, codes: torch.Tensor, codebook_size: int
@@ -630,4 +727,11 @@ def code_embeddings_from_dense(
     return torch.where(counts > 0, sums / counts.clamp_min(1), fallback)
 
 
-__all__ = ["STAGES", "Pipeline", "PipelineError", "RunConfig", "code_embeddings_from_dense"]
+__all__ = [
+    "STAGES",
+    "Pipeline",
+    "PipelineError",
+    "RunConfig",
+    "code_embeddings_from_dense",
+    "native_bf16",
+]

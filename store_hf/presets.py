@@ -5,6 +5,18 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+#: Where the items' semantic IDs come from (``RunConfig.semantic_ids``):
+#:
+#: * ``store``: the post-trained dense tokenizer's dense tokens, PCA + k-means per position (STORE);
+#: * ``llm-rqvae``: the pretrained backbone as is, one mean-pooled content embedding per item,
+#:   RQ-VAE (the paper's "STORE without dense tokenizer"; with per-position decoding, LC-Rec);
+#: * ``minilm-rqvae``: all-MiniLM-L6-v2 sentence embeddings + RQ-VAE, TIGER's codes (the same
+#:   codes ``examples/train_tiger.py`` gives for the seed), read by the LLM recommender.
+#:
+#: The RQ-VAE variants use TIGER's recipe: ``v - 1`` residual levels of ``k`` codes plus the
+#: collision position, so every system has ``v`` codes per item.
+SEMANTIC_IDS = ("store", "llm-rqvae", "minilm-rqvae")
+
 
 @dataclass(frozen=True)
 class TokenizerStageSettings:
@@ -20,7 +32,7 @@ class TokenizerStageSettings:
     num_epochs: float = 1.0
     max_steps: int = -1
     warmup_ratio: float = 0.05
-    bf16: bool = False
+    bf16: bool | None = False  # bf16 autocast training; None: where the hardware has native bf16
     encode_batch_size: int = 64
     # encode items under bf16 autocast; None: where the hardware computes bf16 natively (a GPU
     # with bf16, a CPU with AVX512-BF16 or AMX), measured 1.6-1.8x faster on such a CPU and 0.59x
@@ -45,7 +57,7 @@ class RecStageSettings:
     num_epochs: float = 10.0  # stage 2 (recommendation alone): an upper bound, early-stopped
     max_steps: int = -1
     warmup_ratio: float = 0.05
-    bf16: bool = False
+    bf16: bool | None = False  # as TokenizerStageSettings.bf16
     patience: int = 5  # evaluations without improvement before stage 2 stops
     eval_steps: int = 200
     early_stopping_metric: str = "ndcg@10"  # or "loss" (validation loss: no generation)
@@ -116,8 +128,11 @@ PRESETS: dict[str, Preset] = {
         lora_dropout=0.0,
         max_content_length=64,
         max_target_length=24,
-        # bf16 autocast made training slower on this CPU (forward 5.6 s vs 6.5 s, backward 4.6-7.0 s
-        # vs 2.8 s per 8 items); it is used for encoding only.
+        # The tokenizer trains in fp32: bf16 autocast was 1.4-1.65x faster per step on an
+        # AVX512-BF16 EPYC (3.5-4.1 s vs 5.6-5.8 s per 8 items) but the dense tokens then learnt
+        # nothing (held-out own vs other target loss 6.756 vs 6.757 after the epoch, against
+        # 5.10 vs 5.28 in fp32; runs/demo*/tokenizer/stage.json), and on a CPU without native
+        # bf16 it was slower (backward 4.6-7.0 s vs 2.8 s).
         tokenizer=TokenizerStageSettings(
             max_items=256,
             learning_rate=5e-4,
@@ -148,6 +163,10 @@ PRESETS: dict[str, Preset] = {
             max_eval_users=300,
             scoring_negatives=0,  # the scoring task doubles the data; demo it with --preset tiny
             num_beams=20,
+            # bf16 autocast where the CPU has it natively: on an AVX512-BF16 EPYC the stage took
+            # 311 s instead of 397 s, with the same losses (joint 4.80 vs 4.74, validation 4.24
+            # vs 4.23) and test metrics within one hit (runs/demo-recbf16 vs runs/demo-fp32train)
+            bf16=None,
         ),
     ),
     "tiny": Preset(

@@ -116,7 +116,10 @@ def write_report(pipeline, folder: Path) -> dict[str, Any]:
         "## Dense tokenizer",
         "",
         f"Trained on {stages['tokenizer']['train_items']} items; final training loss "
-        f"{stages['tokenizer']['final_loss']}.",
+        f"{stages['tokenizer']['final_loss']}."
+        if stages["tokenizer"].get("trained", True)
+        else f"Not used: semantic IDs `{config.semantic_ids}` (an ablation; see "
+        "`store_hf.pipeline.SEMANTIC_IDS`).",
     ]
     gap = stages["tokenizer"].get("dense_information_after") or {}
     if gap:
@@ -141,7 +144,13 @@ def write_report(pipeline, folder: Path) -> dict[str, Any]:
         "## Codebook",
         "",
         f"k = {codebook['codebook_size']} clusters x v = {codebook['num_positions']} positions "
-        f"over {codebook['num_items']} items, PCA to {codebook['dim']} dims; utilisation per "
+        f"over {codebook['num_items']} items, "
+        + (
+            f"RQ-VAE with a {codebook['dim']}-dim latent"
+            if codebook.get("method") == "rqvae"
+            else f"PCA to {codebook['dim']} dims"
+        )
+        + "; utilisation per "
         f"position {util}; items sharing a code sequence: "
         f"{codebook['collision_rate_before']:.2%} before resolution, "
         f"{codebook['collision_rate_after']:.2%} after; fit in {codebook['fit_seconds']:.1f} s.",

@@ -10,6 +10,7 @@ import torch
 from datasets import Dataset
 from transformers import PreTrainedTokenizerBase, Trainer, TrainingArguments
 
+from .backbones import resolve_bf16
 from .collators import DenseTokenizerCollator, format_content, tokenize_items
 from .modeling_store import StoreTokenizerModel
 from .presets import Preset, TokenizerStageSettings
@@ -58,7 +59,7 @@ def stage_training_arguments(
         warmup_steps=settings.warmup_ratio,
         lr_scheduler_type="cosine",
         weight_decay=0.0,
-        bf16=settings.bf16,
+        bf16=resolve_bf16(settings.bf16),
         logging_steps=1,
         save_strategy="steps",
         save_steps=50,

@@ -51,7 +51,7 @@ def test_speed_quick_writes_every_ratio(tmp_path):
 
 def test_quality_ranks_every_system_on_the_same_users(tmp_path):
     work, out = tmp_path / "work", tmp_path / "results"
-    systems = "store,store-no-cbs,store-no-align,popular,random"
+    systems = "store,store-no-cbs,store-no-align,store-no-dt,lcrec,popular,random"
     cmd = [sys.executable, "benchmarks/quality.py", "--preset", "tiny", "--systems", systems]
     cmd += ["--test-users", "16", "--work-dir", str(work), "--output-dir", str(out)]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
@@ -74,8 +74,15 @@ def test_quality_ranks_every_system_on_the_same_users(tmp_path):
     assert not json.loads((work / "store-no-align-seed0" / "run_config.json").read_text())[
         "config"
     ]["recommender"]["alignment"]
+    # without the dense tokenizer: RQ-VAE codes; LC-Rec decodes that run's model per position
+    no_dt = work / "store-no-dt-seed0"
+    assert json.loads((no_dt / "codebook" / "statistics.json").read_text())["method"] == "rqvae"
+    assert json.loads((no_dt / "tokenizer" / "stage.json").read_text())["trained"] is False
+    lcrec = table["lcrec"]["commands"][0]
+    assert "mode='position'" in lcrec and str(no_dt) in lcrec
     md = (out / "quality-scientific-tiny.md").read_text()
     assert "| store-no-cbs |" in md and "--reuse-stages-from" in md
+    assert "--semantic-ids llm-rqvae" in md
     # a rerun takes the finished results instead of training again
     again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and "started" not in again.stderr

@@ -108,6 +108,21 @@ def test_dense_tokens_do_not_depend_on_padding():
         torch.testing.assert_close(alone[0], dense[i], rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("family", ["opt", "llama"])
+def test_mean_pooled_item_embedding_is_the_backbone_mean_over_real_tokens(family):
+    """The "without dense tokenizer" embedding: the mean of the backbone's last-layer states over
+    an item's own tokens, whatever the padding of its batch."""
+    model = _model(family, "sdpa")
+    batch = random_batch()
+    ids, mask = batch["content_input_ids"], batch["content_attention_mask"]
+    pooled = model.encode_mean(ids, mask)
+    assert pooled.shape == (ids.shape[0], model.embedding_dim)
+    for i in range(3):
+        real = mask[i].bool()
+        states = model.backbone.base_model(input_ids=ids[i][real][None]).last_hidden_state
+        torch.testing.assert_close(pooled[i], states[0].mean(0), rtol=1e-4, atol=1e-5)
+
+
 def test_lora_save_load_and_merge(tmp_path):
     model = _model("llama", "sdpa")
     batch = random_batch()

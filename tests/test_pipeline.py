@@ -116,6 +116,50 @@ def test_a_recommender_ablation_reuses_the_earlier_stages(tiny_run, tmp_path, ca
         other.reuse_stages(out)
 
 
+@pytest.mark.parametrize("semantic_ids", ["llm-rqvae", "minilm-rqvae"])
+def test_rqvae_semantic_ids_without_the_dense_tokenizer(tiny_run, tmp_path, semantic_ids):
+    """The ablations: no dense-token training, one embedding per item, RQ-VAE codes (TIGER's
+    recipe), then the same recommender, evaluation and report."""
+    from safetensors.torch import load_file
+
+    from store_hf.baselines.rqvae import RQVAE, RQVAEConfig
+    from store_hf.baselines.text_encoder import encode_texts, item_texts
+
+    out, args = tiny_run
+    flags = [a for a in args if a != "run"]
+    ablation = tmp_path / semantic_ids
+    flags[flags.index("--output-dir") + 1] = str(ablation)
+    assert main(["run", *flags, "--semantic-ids", semantic_ids]) == 0
+    assert json.loads((ablation / "tokenizer" / "stage.json").read_text())["trained"] is False
+    embeddings = load_file(str(ablation / "encode" / "embeddings.safetensors"))["embeddings"]
+    item_ids = json.loads((ablation / "encode" / "item_ids.json").read_text())
+    stats = json.loads((ablation / "codebook" / "statistics.json").read_text())
+    assert stats["method"] == "rqvae" and stats["collision_rate_after"] == 0.0
+    pipeline = Pipeline(
+        RunConfig.from_dict(json.loads((ablation / "run_config.json").read_text())["config"])
+    )
+    ids, codes, k = pipeline.item_codes()
+    assert ids == item_ids and codes.shape == (len(ids), 4) and codes.max() < k
+    assert len({tuple(c) for c in codes.tolist()}) == len(ids)  # every item its own sequence
+    if semantic_ids == "minilm-rqvae":  # TIGER's codes: what examples/train_tiger.py computes
+        vectors = encode_texts(item_texts(pipeline.dataset.items))
+        assert embeddings.shape == vectors.shape
+        expected = RQVAE(vectors.shape[1], RQVAEConfig(seed=0)).fit(vectors)
+        assert (codes == expected).all()
+    rec = pipeline.load_recommender()
+    if semantic_ids == "llm-rqvae":  # one mean-pooled state of the backbone per item
+        assert embeddings.shape == (len(ids), rec.config.text_config.hidden_size)
+    assert rec.item_codes.tolist() == codes.tolist()
+    assert not (ablation / "recommender" / "model" / "codebook").exists()
+    metrics = json.loads((ablation / "metrics.json").read_text())["systems"]["STORE"]
+    assert metrics["num_users"] > 0
+    report = (ablation / "report.md").read_text()
+    assert f"semantic IDs `{semantic_ids}`" in report and "RQ-VAE" in report
+    # a different code source is a different run: its stages are not shared with STORE's
+    with pytest.raises(PipelineError, match=r"semantic_ids"):
+        pipeline.reuse_stages(out)
+
+
 def test_a_failed_stage_leaves_no_finished_folder(tiny_run, tmp_path, monkeypatch):
     out, _ = tiny_run
     config = RunConfig.from_dict(json.loads((out / "run_config.json").read_text())["config"])

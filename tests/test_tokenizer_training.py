@@ -132,3 +132,16 @@ def test_encode_items_is_order_and_batch_invariant(tiny, embedded):
         bf16.dtype == torch.float32
         and torch.nn.functional.cosine_similarity(bf16.flatten(1), full.flatten(1)).min() > 0.95
     )
+
+
+@pytest.mark.parametrize("preset", ["cpu", "tiny", "paper"])
+def test_training_precision_follows_the_preset_and_the_hardware(tmp_path, preset):
+    """``bf16=None`` (cpu preset) trains under bf16 exactly where the machine computes it
+    natively; explicit settings are kept as they are."""
+    from store_hf.backbones import native_bf16
+
+    settings = get_preset(preset)
+    for stage in (settings.tokenizer, settings.recommender):
+        args = stage_training_arguments(tmp_path, stage)
+        expected = native_bf16() if stage.bf16 is None else stage.bf16
+        assert args.bf16 is expected, (preset, stage)
