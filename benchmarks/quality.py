@@ -246,11 +246,14 @@ class Harness:
 
         return self._ranker(RandomRecommender(seed=self.seed), "RandomRecommender")
 
-    def run(self, system: str) -> dict:
-        """The system's result for this seed, from its folder if already computed."""
+    def run(self, system: str) -> dict | None:
+        """The system's result for this seed, from its folder if already computed (``None``
+        under ``--table-only`` when it is not)."""
         path = self.folder(system) / "result.json"
         if path.is_file() and not self.args.force:
             return json.loads(path.read_text())
+        if self.args.table_only:
+            return None
         logger.info("%s, seed %d: started", system, self.seed)
         result = getattr(self, "system_" + system.replace("-", "_"))()
         result |= {"seed": self.seed, "test_users": len(self.test)}
@@ -320,6 +323,12 @@ def main() -> None:
         "--reuse", nargs="*", default=[], help="finished store-hf runs to use where they match"
     )
     p.add_argument("--force", action="store_true", help="recompute finished systems")
+    p.add_argument(
+        "--table-only",
+        action="store_true",
+        help="compute nothing: tabulate the finished results of these systems and seeds (a "
+        "system's row then averages the seeds it has)",
+    )
     p.add_argument("--output-dir", type=Path, default=ROOT / "benchmarks" / "results")
     args = p.parse_args()
     systems = [s.strip() for s in args.systems.split(",") if s.strip()]
@@ -337,7 +346,12 @@ def main() -> None:
     for seed in (int(s) for s in args.seeds.split(",")):
         harness = Harness(args, seed)
         for system in systems:
-            results[system].append(harness.run(system))
+            result = harness.run(system)
+            if result is not None:
+                results[system].append(result)
+    results = {s: runs for s, runs in results.items() if runs}
+    if not results:
+        p.error(f"no finished results in {args.work_dir} for these systems and seeds")
     name = harness.dataset.name
     info["split"] = (
         f"{name}: {harness.dataset.num_items:,} items, {harness.dataset.num_users:,} users; "

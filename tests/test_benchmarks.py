@@ -87,3 +87,11 @@ def test_quality_ranks_every_system_on_the_same_users(tmp_path):
     again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and "started" not in again.stderr
     assert json.loads((out / "quality-scientific-tiny.json").read_text())["systems"] == table
+    # --table-only tabulates what is finished (seed 0) and computes nothing for seed 1
+    only = subprocess.run(
+        [*cmd, "--seeds", "0,1", "--table-only"], cwd=ROOT, capture_output=True, text=True
+    )
+    assert only.returncode == 0 and "started" not in only.stderr, only.stderr[-2000:]
+    rows = json.loads((out / "quality-scientific-tiny.json").read_text())["systems"]
+    assert {s: r["seeds"] for s, r in rows.items()} == {s: [0] for s in table}
+    assert not (work / "store-seed1").exists()
