@@ -3,6 +3,7 @@
     python benchmarks/quality.py                                   # cpu preset, seed 0, all
     python benchmarks/quality.py --systems store,sasrec,popular --seeds 0,1,2
     python benchmarks/quality.py --reuse runs/demo                 # a finished `make demo` run
+    python benchmarks/quality.py --seeds 0,1,2 --table-only        # tabulate what has finished
 
 Every system is scored by the same metric code (:mod:`store_hf.metrics`) on the same users: the
 leave-one-out test split, or the seeded sample of ``--test-users`` users of it that
