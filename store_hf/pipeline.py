@@ -668,7 +668,7 @@ def _fit_rqvae(
     from safetensors.numpy import save_file as save_numpy
     from safetensors.torch import save_file
 
-    from .baselines.rqvae import RQVAE, RQVAEConfig
+    from .baselines.rqvae import RQVAE, RQVAEConfig, code_statistics
 
     if embeddings.ndim != 2:
         raise PipelineError(
@@ -690,7 +690,7 @@ def _fit_rqvae(
     )
     save_numpy({"codes": codes}, str(folder / "rqvae" / "codes.safetensors"))
     _write_json(folder / "rqvae" / "item_ids.json", list(item_ids))
-    used = [len(np.unique(codes[:, p])) for p in range(num_positions)]
+    final = code_statistics(codes, codebook_size)  # all positions, collision position included
     return {
         "method": "rqvae",
         "num_items": len(codes),
@@ -698,11 +698,11 @@ def _fit_rqvae(
         "codebook_size": codebook_size,
         "dim": config.latent_dim,
         "positions": [
-            {"position": p, "used_clusters": u, "utilisation": u / codebook_size}
-            for p, u in enumerate(used)
+            {"position": p, "used_clusters": used, "utilisation": share}
+            for p, (used, share) in enumerate(zip(final["codes_used"], final["utilisation"]))
         ],
         "collision_rate_before": report["collision_rate"],
-        "collision_rate_after": 1.0 - len(np.unique(codes, axis=0)) / len(codes),
+        "collision_rate_after": final["collision_rate"],
         "fit_seconds": report["seconds"],
         "rqvae": {k: v for k, v in report.items() if k != "config"},
     }

@@ -119,7 +119,7 @@ def write_report(pipeline, folder: Path) -> dict[str, Any]:
         f"{stages['tokenizer']['final_loss']}."
         if stages["tokenizer"].get("trained", True)
         else f"Not used: semantic IDs `{config.semantic_ids}` (an ablation; see "
-        "`store_hf.pipeline.SEMANTIC_IDS`).",
+        "`store_hf.presets.SEMANTIC_IDS`).",
     ]
     gap = stages["tokenizer"].get("dense_information_after") or {}
     if gap:
