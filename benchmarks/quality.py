@@ -5,12 +5,16 @@
     python benchmarks/quality.py --reuse runs/demo                 # a finished `make demo` run
     python benchmarks/quality.py --seeds 0,1,2 --table-only        # tabulate what has finished
 
-Every system is scored by the same metric code (:mod:`store_hf.metrics`) on the same users: the
-leave-one-out test split, or the seeded sample of ``--test-users`` users of it that
-``store-hf evaluate`` ranks for the same seed; every ranking is over the whole catalogue. Writes
-``benchmarks/results/quality-<dataset>-<preset>.md`` and ``.json``: Recall and NDCG at 1/5/10/20
-per system (the mean over seeds, and the standard deviation where there are several), each
-system's command, seeds and wall time, and the machine.
+Every system is scored by the same metric code (:mod:`store_hf.metrics`) on the same users:
+``--test-users`` (default 2,000; 0: all) test users of the leave-one-out split, drawn with the
+fixed ``--eval-seed`` that ``store-hf evaluate`` and the examples use too, so every system and
+training seed is ranked on the same people; every ranking is over the whole catalogue. Each
+system keeps the rank of every test user's target (0: not retrieved) in its ``result.json``.
+Writes ``benchmarks/results/quality-<dataset>-<preset>.md`` and ``.json``: R@10 and N@10 with a
+95% bootstrap interval over users, a paired bootstrap test and an exact McNemar test (hits@10)
+of ``--reference`` (default ``store``) against every other row, Recall and NDCG at 1/5/10/20
+per system (mean over seeds, standard deviation where there are several), each system's
+command, seeds, wall and evaluation time, and the machine.
 
 Systems (``--systems``, comma-separated; default all):
 
@@ -47,17 +51,29 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+import torch
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # ``benchmarks`` (no __init__) imports as a namespace package
 
 from benchmarks.machine import machine_info  # noqa: E402
+from store_hf.backbones import resolve_bf16  # noqa: E402
 from store_hf.data import (  # noqa: E402
+    EVAL_SEED,
     leave_one_out,
     load_embedded_dataset,
     read_dataset,
     sample_users,
 )
-from store_hf.metrics import ranking_metrics  # noqa: E402
+from store_hf.files import write_json_atomic  # noqa: E402
+from store_hf.metrics import (  # noqa: E402
+    bootstrap_interval,
+    mcnemar_test,
+    paired_bootstrap,
+    per_user_metric,
+    ranking_metrics,
+)
 from store_hf.pipeline import Pipeline, RunConfig  # noqa: E402
 from store_hf.presets import get_preset  # noqa: E402
 
@@ -78,14 +94,6 @@ METRICS = [f"{m}@{k}" for m in ("recall", "ndcg") for k in KS]
 logger = logging.getLogger("quality")
 
 
-def write_json(path: Path, value) -> None:
-    """Write atomically: a killed run never leaves a half-written result that looks finished."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(value, indent=1, default=str) + "\n")
-    os.replace(tmp, path)
-
-
 class Harness:
     """Runs the systems for one seed; each ``system_<name>`` returns the metrics, the command
     that reproduces them and the seconds it took."""
@@ -93,24 +101,26 @@ class Harness:
     def __init__(self, args: argparse.Namespace, seed: int) -> None:
         self.args, self.seed = args, seed
         self.preset = get_preset(args.preset)
-        self.test_users = args.test_users or self.preset.recommender.max_eval_users
+        self.test_users = None if args.test_users == 0 else args.test_users
         self.dataset = read_dataset(args.dataset) if args.dataset else load_embedded_dataset()
         max_history = self.preset.recommender.max_history
         self.splits = leave_one_out(self.dataset, max_history=max_history)
-        # the users `store-hf evaluate` ranks for this seed (pipeline: seed + 1 for the test)
-        self.test = sample_users(self.splits["test"], self.test_users, seed + 1)
+        # the users `store-hf evaluate` ranks: drawn with the fixed evaluation seed, the same
+        # for every system and training seed
+        self.test = sample_users(self.splits["test"], self.test_users, args.eval_seed)
 
     def folder(self, system: str) -> Path:
         return self.args.work_dir / f"{system}-seed{self.seed}"
 
     # -- STORE and its ablations
     def _run_config(self, system: str, semantic_ids: str = "store", **recommender) -> RunConfig:
-        if self.test_users != self.preset.recommender.max_eval_users:
-            recommender["max_eval_users"] = self.test_users
+        if self.test_users != self.preset.recommender.max_test_users:
+            recommender["max_test_users"] = self.test_users
         values = {
             "output_dir": str(self.folder(system)),
             "preset": self.args.preset,
             "seed": self.seed,
+            "eval_seed": self.args.eval_seed,
             "semantic_ids": semantic_ids,
             "recommender": recommender,
         }
@@ -143,13 +153,35 @@ class Harness:
         seconds = sum(json.loads((out / s / "stage.json").read_text())["seconds"] for s in own)
         return pipeline, seconds
 
+    def _evaluated(self, out: Path) -> dict:
+        """Metrics, evaluation time and per-user ranks of a finished pipeline run."""
+        metrics = json.loads((out / "evaluate" / "metrics.json").read_text())["systems"]["STORE"]
+        ranks = json.loads((out / "evaluate" / "ranks.json").read_text())
+        return {
+            "metrics": metrics,
+            "eval_seconds": metrics.get("seconds"),
+            "ranks": self._aligned(ranks, out),
+        }
+
+    def _aligned(self, ranks: dict, source: Path) -> list[int]:
+        """The ranks of a ``ranks.json`` in the harness' test-user order; the users must be the
+        harness' users, or the paired tests would compare different people."""
+        if sorted(ranks["user_id"]) != sorted(self.test["user_id"]):
+            raise RuntimeError(
+                f"{source}: ranked other test users than the harness ({len(ranks['user_id'])} "
+                f"vs {len(self.test)}); rerun it with the same --test-users and --eval-seed"
+            )
+        system = next(iter(ranks["ranks"])) if isinstance(ranks["ranks"], dict) else None
+        values = ranks["ranks"][system] if system else ranks["ranks"]
+        by_user = dict(zip(ranks["user_id"], values))
+        return [int(by_user[u]) for u in self.test["user_id"]]
+
     def _store_run(self, system: str, semantic_ids: str = "store") -> dict:
         """A whole pipeline run, scored as ``store-hf evaluate`` scores it (item trie)."""
         config = self._run_config(system, semantic_ids)
         pipeline, seconds = self._pipeline(config)
-        metrics = json.loads((pipeline.out / "evaluate" / "metrics.json").read_text())
         command = self._store_command(config)
-        return {"metrics": metrics["systems"]["STORE"], "command": command, "seconds": seconds}
+        return {**self._evaluated(pipeline.out), "command": command, "seconds": seconds}
 
     def _position_constrained(self, system: str, semantic_ids: str = "store") -> dict:
         """The recommender of the run ``system`` with beam search constrained per position (any
@@ -159,16 +191,28 @@ class Harness:
         pipeline, _ = self._pipeline(self._run_config(system, semantic_ids))
         settings = self.preset.recommender
         t0 = time.perf_counter()
+        model = pipeline.load_recommender()
+        if resolve_bf16(settings.eval_bf16):  # as the evaluate stage ranks
+            model = model.to(torch.bfloat16)
         metrics = evaluate_recommender(
-            pipeline.load_recommender(),
+            model,
             self.test,
             ks=KS,
             num_beams=max(settings.num_beams, max(KS)),
             batch_size=settings.eval_batch_size,
             mode="position",
+            return_ranks=True,
         )
+        ranks = metrics.pop("ranks").tolist()
         command = f"StoreForGenerativeRec.recommend(..., mode='position') on {pipeline.out}"
-        return {"metrics": metrics, "command": command, "seconds": time.perf_counter() - t0}
+        seconds = time.perf_counter() - t0
+        return {
+            "metrics": metrics,
+            "ranks": ranks,
+            "eval_seconds": seconds,
+            "command": command,
+            "seconds": seconds,
+        }
 
     def system_store(self) -> dict:
         return self._store_run("store")
@@ -185,9 +229,8 @@ class Harness:
             yaml.parent.mkdir(parents=True, exist_ok=True)
             yaml.write_text("recommender:\n  alignment: false\n")
         pipeline, seconds = self._pipeline(config, reuse_from=base)
-        metrics = json.loads((pipeline.out / "evaluate" / "metrics.json").read_text())
         command = self._store_command(config, f" {yaml} --reuse-stages-from {base}")
-        return {"metrics": metrics["systems"]["STORE"], "command": command, "seconds": seconds}
+        return {**self._evaluated(pipeline.out), "command": command, "seconds": seconds}
 
     def system_store_no_dt(self) -> dict:
         return self._store_run("store-no-dt", "llm-rqvae")
@@ -202,7 +245,7 @@ class Harness:
     def _example(self, script: str, key: str, extra: list[str]) -> dict:
         out = self.folder(key)
         cmd = [sys.executable, str(ROOT / "examples" / script), "--output-dir", str(out)]
-        cmd += ["--seed", str(self.seed), *extra]
+        cmd += ["--seed", str(self.seed), "--eval-seed", str(self.args.eval_seed), *extra]
         if self.test_users:
             cmd += ["--max-test-users", str(self.test_users)]
         if self.args.dataset:
@@ -215,8 +258,13 @@ class Harness:
             raise RuntimeError(f"{script} ranked {report['test_users_evaluated']} test users, "
                                f"the harness {len(self.test)}")  # fmt: skip
         shown = [os.path.relpath(cmd[1], ROOT), *cmd[2:]]
+        ranks = json.loads((out / "ranks.json").read_text())
         return {
             "metrics": report[key],
+            "ranks": self._aligned(ranks, out),
+            "eval_seconds": report.get(
+                "eval_seconds", report.get("seconds", {}).get("test_beam_search")
+            ),
             "command": "python " + shlex.join(shown),
             "seconds": time.perf_counter() - t0,
         }
@@ -230,9 +278,12 @@ class Harness:
     def _ranker(self, model, name: str) -> dict:
         t0 = time.perf_counter()
         model.fit(self.splits["train"], item_ids=self.dataset.item_ids)
+        t1 = time.perf_counter()
         ranks = model.rank_targets(self.test["history"], self.test["target"])
         return {
             "metrics": ranking_metrics(ranks, KS),
+            "ranks": ranks.tolist(),
+            "eval_seconds": time.perf_counter() - t1,
             "command": f"store_hf.baselines.{name}.fit(train).rank_targets(test)",
             "seconds": time.perf_counter() - t0,
         }
@@ -257,31 +308,86 @@ class Harness:
             return None
         logger.info("%s, seed %d: started", system, self.seed)
         result = getattr(self, "system_" + system.replace("-", "_"))()
-        result |= {"seed": self.seed, "test_users": len(self.test)}
-        write_json(path, result)
+        result |= {
+            "seed": self.seed,
+            "eval_seed": self.args.eval_seed,
+            "test_users": len(self.test),
+            "user_id": list(self.test["user_id"]),
+        }
+        write_json_atomic(path, result)
         logger.info("%s, seed %d: %s", system, self.seed, result["metrics"])
         return result
 
 
-def aggregate(results: dict[str, list[dict]]) -> dict[str, dict]:
-    """Per system: mean and (several seeds) standard deviation of every metric."""
+PAIRED = ("recall@10", "ndcg@10")  # the metrics given intervals and paired tests
+
+
+def per_user(runs: list[dict], metric: str) -> np.ndarray:
+    """``(num_users,)`` per-user values of ``metric``, averaged over the system's seeds (every
+    seed ranks the same users, in the same order)."""
+    return np.mean([per_user_metric(np.asarray(r["ranks"]), metric) for r in runs], axis=0)
+
+
+def aggregate(results: dict[str, list[dict]], reference: str | None) -> dict[str, dict]:
+    """Per system: mean and (several seeds) standard deviation over seeds of every metric; for
+    ``PAIRED`` a 95% bootstrap interval over users and, against ``reference``, a paired
+    bootstrap of the per-user difference and (hits@10) an exact McNemar test."""
     table = {}
     for system, runs in results.items():
-        row = {"seeds": [r["seed"] for r in runs], "seconds": [round(r["seconds"]) for r in runs]}
+        row = {
+            "seeds": [r["seed"] for r in runs],
+            "seconds": [round(r["seconds"]) for r in runs],
+            "eval_seconds": [
+                None if r.get("eval_seconds") is None else round(r["eval_seconds"]) for r in runs
+            ],
+        }
         for m in METRICS:
             values = [r["metrics"][m] for r in runs]
             row[m] = statistics.fmean(values)
             row[m + "_std"] = statistics.stdev(values) if len(values) > 1 else None
+        if all("ranks" in r for r in runs):
+            for m in PAIRED:
+                row[m + "_ci95"] = bootstrap_interval(per_user(runs, m))
         row["commands"] = [r["command"] for r in runs]
         row["test_users"] = runs[0]["test_users"]
         table[system] = row
+    if reference in results and all("ranks" in r for r in results[reference]):
+        base = results[reference]
+        for system, runs in results.items():
+            if system == reference or not all("ranks" in r for r in runs):
+                continue
+            paired = {}
+            for m in PAIRED:
+                paired[m] = paired_bootstrap(per_user(base, m), per_user(runs, m))
+            hits = [per_user_metric(np.asarray(r[0]["ranks"]), "recall@10") for r in (base, runs)]
+            paired["recall@10"]["mcnemar"] = mcnemar_test(hits[0], hits[1])
+            table[system]["versus_" + reference] = paired
     return table
 
 
-def markdown(info: dict, table: dict, title: str) -> str:
+def _verdict(test: dict, reference: str, system: str, alpha: float = 0.05) -> str:
+    if test["p_value"] >= alpha:
+        return "within noise"
+    return f"{reference} better" if test["difference"] > 0 else f"{system} better"
+
+
+def markdown(info: dict, table: dict, title: str, reference: str | None) -> str:
     def cell(row, m):
         std = row[m + "_std"]
         return f"{row[m]:.4f}" + (f" ± {std:.4f}" if std is not None else "")
+
+    def interval(row, m):
+        ci = row.get(m + "_ci95")
+        return f"{row[m]:.4f} [{ci[0]:.4f}, {ci[1]:.4f}]" if ci else f"{row[m]:.4f}"
+
+    def paired(row, system, m):
+        test = row.get(f"versus_{reference}", {}).get(m)
+        if test is None:
+            return "reference" if system == reference else "n/a"
+        return (
+            f"{test['difference']:+.4f} [{test['low']:+.4f}, {test['high']:+.4f}], "
+            f"p={test['p_value']:.3g} ({_verdict(test, reference, system)})"
+        )
 
     lines = [
         f"# Recommendation quality: {title}",
@@ -292,7 +398,34 @@ def markdown(info: dict, table: dict, title: str) -> str:
         f"- machine: {info['cpu']}, {info['cores']} cores, GPU {info['gpu'] or 'none'}; "
         f"python {info['python']}, torch {info['torch']}, transformers {info['transformers']}",
         f"- {info['split']}",
-        "- mean over seeds; ± is the standard deviation over seeds where there are several",
+        "- every system and seed is ranked on the same test users (fixed evaluation seed); "
+        "per-user ranks are kept in `result.json` of each system's folder",
+        "",
+        "## Intervals and paired tests",
+        "",
+        "Mean over seeds with a 95% bootstrap interval over users (10,000 resamples of the "
+        f"users). The last columns compare each system with **{reference}** on the same users: "
+        f"the mean per-user difference {reference} minus system, its 95% paired-bootstrap "
+        "interval and two-sided p-value, and the exact McNemar test on hits@10; differences with "
+        "p >= 0.05 are within noise.",
+        "",
+        f"| system | R@10 [95% CI] | N@10 [95% CI] | {reference} - system, R@10 | "
+        f"{reference} - system, N@10 | McNemar p (hits@10) | eval s |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for system, row in table.items():
+        mc = row.get(f"versus_{reference}", {}).get("recall@10", {}).get("mcnemar")
+        evals = ",".join("-" if e is None else str(e) for e in row["eval_seconds"])
+        lines.append(
+            f"| {system} | {interval(row, 'recall@10')} | {interval(row, 'ndcg@10')} | "
+            f"{paired(row, system, 'recall@10')} | {paired(row, system, 'ndcg@10')} | "
+            f"{'' if mc is None else format(mc['p_value'], '.3g')} | {evals} |"
+        )
+    lines += [
+        "",
+        "## All metrics",
+        "",
+        "Mean over seeds; ± is the standard deviation over seeds where there are several.",
         "",
         "| system | "
         + " | ".join(m.replace("recall", "R").replace("ndcg", "N") for m in METRICS)
@@ -317,7 +450,19 @@ def main() -> None:
     p.add_argument("--preset", default="cpu", help="store-hf preset of the STORE runs")
     p.add_argument("--dataset", help="dataset folder (default: the embedded Amazon Scientific)")
     p.add_argument(
-        "--test-users", type=int, help="test users to rank (default: the preset's, cpu: 300)"
+        "--test-users",
+        type=int,
+        default=2000,
+        help="test users to rank, drawn with --eval-seed (default 2,000; 0: all of them)",
+    )
+    p.add_argument(
+        "--eval-seed",
+        type=int,
+        default=EVAL_SEED,
+        help="seed of the test-user sample: fixed, apart from the training seeds",
+    )
+    p.add_argument(
+        "--reference", default="store", help="the system every other row is compared with"
     )
     p.add_argument("--work-dir", type=Path, default=ROOT / "runs" / "quality")
     p.add_argument(
@@ -357,14 +502,16 @@ def main() -> None:
     info["split"] = (
         f"{name}: {harness.dataset.num_items:,} items, {harness.dataset.num_users:,} users; "
         f"leave-one-out test split, {len(harness.test):,} of {len(harness.splits['test']):,} "
-        "test users (the seeded sample `store-hf evaluate` ranks), full ranking over all items"
+        f"test users (eval seed {args.eval_seed}: the sample `store-hf evaluate` ranks), full "
+        "ranking over all items"
     )
-    table = aggregate(results)
+    reference = args.reference if args.reference in results else next(iter(results))
+    table = aggregate(results, reference)
     stem = f"quality-{name.lower()}-{args.preset}"
-    md = markdown(info, table, f"{name}, preset {args.preset}")
+    md = markdown(info, table, f"{name}, preset {args.preset}", reference)
     args.output_dir.mkdir(parents=True, exist_ok=True)
     (args.output_dir / f"{stem}.md").write_text(md)
-    write_json(args.output_dir / f"{stem}.json", {"machine": info, "systems": table})
+    write_json_atomic(args.output_dir / f"{stem}.json", {"machine": info, "systems": table})
     print(md)
 
 

@@ -22,7 +22,14 @@ from pathlib import Path
 import torch
 
 from store_hf.baselines import MostPopular, SASRec, SASRecConfig
-from store_hf.data import leave_one_out, load_embedded_dataset, read_dataset, sample_users
+from store_hf.data import (
+    EVAL_SEED,
+    leave_one_out,
+    load_embedded_dataset,
+    read_dataset,
+    sample_users,
+)
+from store_hf.files import write_json_atomic
 from store_hf.metrics import ranking_metrics
 
 KS = (1, 5, 10, 20)
@@ -46,6 +53,13 @@ def main() -> None:
     parser.add_argument(
         "--max-test-users", type=int, help="evaluate a seeded random sample of the test users"
     )
+    parser.add_argument(
+        "--eval-seed",
+        type=int,
+        default=EVAL_SEED,
+        help="seed of the test (and validation) user sample, fixed apart from --seed so that "
+        "every system and training seed is ranked on the same users",
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument(
         "--threads", type=int, help="torch CPU threads (1 is fastest on a small, busy machine)"
@@ -61,8 +75,8 @@ def main() -> None:
     started = time.perf_counter()
     dataset = read_dataset(args.dataset) if args.dataset else load_embedded_dataset()
     splits = leave_one_out(dataset, max_history=args.max_len)
-    # the same users as `store-hf evaluate` and benchmarks/quality.py for the same seed
-    test = sample_users(splits["test"], args.max_test_users, args.seed + 1)
+    # the same users as `store-hf evaluate` and benchmarks/quality.py for the same eval seed
+    test = sample_users(splits["test"], args.max_test_users, args.eval_seed)
     test_histories, test_targets = test["history"], test["target"]
 
     popular = MostPopular().fit(splits["train"], item_ids=dataset.item_ids)
@@ -78,7 +92,10 @@ def main() -> None:
     train_started = time.perf_counter()
     model = SASRec.fit(splits, config, item_ids=dataset.item_ids, device=args.device)
     train_seconds = time.perf_counter() - train_started
-    sasrec_metrics = ranking_metrics(model.rank_targets(test_histories, test_targets), KS)
+    eval_started = time.perf_counter()
+    ranks = model.rank_targets(test_histories, test_targets)
+    eval_seconds = time.perf_counter() - eval_started
+    sasrec_metrics = ranking_metrics(ranks, KS)
 
     best = max(
         (e for e in model.fit_log if e.get("best")),
@@ -100,9 +117,11 @@ def main() -> None:
         "sasrec_valid_ndcg@10": best.get("valid_ndcg@10"),
         "config": vars(args) | {"sasrec": asdict(config)},
         "train_seconds": round(train_seconds, 1),
+        "eval_seconds": round(eval_seconds, 1),
         "total_seconds": round(time.perf_counter() - started, 1),
     }
-    (out / "metrics.json").write_text(json.dumps(report, indent=1))
+    write_json_atomic(out / "ranks.json", {"user_id": list(test["user_id"]), "ranks": ranks})
+    write_json_atomic(out / "metrics.json", report)
     print(json.dumps(report, indent=1))
 
 

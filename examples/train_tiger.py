@@ -35,7 +35,14 @@ from store_hf.baselines import MostPopular
 from store_hf.baselines.rqvae import RQVAE, RQVAEConfig
 from store_hf.baselines.text_encoder import DEFAULT_MODEL, encode_texts, item_texts
 from store_hf.baselines.tiger import TIGER, TIGERConfig
-from store_hf.data import leave_one_out, load_embedded_dataset, read_dataset, sample_users
+from store_hf.data import (
+    EVAL_SEED,
+    leave_one_out,
+    load_embedded_dataset,
+    read_dataset,
+    sample_users,
+)
+from store_hf.files import write_json_atomic
 from store_hf.metrics import ranking_metrics
 
 KS = (1, 5, 10, 20)
@@ -82,6 +89,13 @@ def main() -> None:
     )
     parser.add_argument(
         "--max-test-users", type=int, help="evaluate a seeded random sample of the test users"
+    )
+    parser.add_argument(
+        "--eval-seed",
+        type=int,
+        default=EVAL_SEED,
+        help="seed of the test (and validation) user sample, fixed apart from --seed so that "
+        "every system and training seed is ranked on the same users",
     )
     parser.add_argument("--rqvae-epochs", type=int, default=RQVAEConfig.epochs)
     parser.add_argument("--text-model", default=DEFAULT_MODEL)
@@ -134,6 +148,7 @@ def main() -> None:
             "num_user_tokens": args.num_user_tokens,
             "valid_max_users": args.valid_max_users,
             "seed": args.seed,
+            "eval_seed": args.eval_seed,
         }
     )
     model = TIGER.fit(
@@ -144,9 +159,11 @@ def main() -> None:
     model.save(out / "model")
 
     t = time.perf_counter()
-    # the same users as `store-hf evaluate` and benchmarks/quality.py for the same seed
-    test = sample_users(splits["test"], args.max_test_users, args.seed + 1)
-    tiger_metrics = model.evaluate(test, KS)
+    # the same users as `store-hf evaluate` and benchmarks/quality.py for the same eval seed
+    test = sample_users(splits["test"], args.max_test_users, args.eval_seed)
+    users = test["user_id"] if config.num_user_tokens else None
+    ranks = model.rank_targets(test["history"], test["target"], users, max(max(KS), args.num_beams))
+    tiger_metrics = ranking_metrics(ranks, KS)
     lap("test_beam_search", t)
     popular = MostPopular().fit(splits["train"], item_ids=dataset.item_ids)
     popular_metrics = ranking_metrics(popular.rank_targets(test["history"], test["target"]), KS)
@@ -165,7 +182,7 @@ def main() -> None:
         "test_users_note": (
             "all test users"
             if len(test) == len(splits["test"])
-            else f"seeded random sample (seed {args.seed}) of {len(test)} test users"
+            else f"seeded random sample (eval seed {args.eval_seed}) of {len(test)} test users"
         ),
         "tiger": tiger_metrics,
         "most_popular": popular_metrics,
@@ -180,7 +197,8 @@ def main() -> None:
         "seconds": seconds | {"total": round(time.perf_counter() - started, 1)},
         "torch_threads": torch.get_num_threads(),
     }
-    (out / "metrics.json").write_text(json.dumps(report, indent=1))
+    write_json_atomic(out / "ranks.json", {"user_id": list(test["user_id"]), "ranks": ranks})
+    write_json_atomic(out / "metrics.json", report)
     print(json.dumps(report, indent=1))
 
 

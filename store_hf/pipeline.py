@@ -23,12 +23,14 @@ from typing import Any
 
 import numpy as np
 import torch
+from transformers import set_seed
 
 from .backbones import native_bf16, resolve_bf16
 from .clustering import SemanticCodebook
 from .data import DataOptions, load_embedded_dataset, read_dataset
 from .data.dataset import RecDataset
-from .data.splits import leave_one_out, sample_users
+from .data.splits import EVAL_SEED, leave_one_out, sample_users
+from .files import write_json_atomic
 from .presets import (
     SEMANTIC_IDS,
     Preset,
@@ -70,6 +72,9 @@ class RunConfig:
     interactions: str | None = None
     kcore: int | None = None
     seed: int = 0
+    # which validation and test users are ranked: fixed, apart from the training seed (see
+    # ``store_hf.data.EVAL_SEED``)
+    eval_seed: int = EVAL_SEED
     semantic_ids: str = "store"
     eval_tokenizer_items: int = 48
     tokenizer: dict[str, Any] = field(default_factory=dict)
@@ -131,8 +136,11 @@ class RunConfig:
         """What makes two runs the same run (an output folder serves one identity)."""
         values = dataclasses.asdict(self)
         values.pop("output_dir")
-        if values["semantic_ids"] == "store":  # folders written before the setting existed
+        # defaults of settings added later leave the identity of older folders unchanged
+        if values["semantic_ids"] == "store":
             values.pop("semantic_ids")
+        if values["eval_seed"] == EVAL_SEED:
+            values.pop("eval_seed")
         return values
 
     def differences(self, folder: str | os.PathLike) -> list[str] | None:
@@ -182,20 +190,7 @@ def _link_or_copy(src: str, dst: str) -> None:
         shutil.copy2(src, dst)
 
 
-def _write_json(path: Path, value: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(value, indent=2, default=_json_default))
-    os.replace(tmp, path)
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, (np.integer, np.floating)):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+_write_json = write_json_atomic
 
 
 class Pipeline:
@@ -317,6 +312,10 @@ class Pipeline:
         self.state.wait_for_everyone()
         start = time.time()
         logger.info("stage %s: started", name)
+        # every stage seeds itself from the run seed before it builds a model, injects LoRA or
+        # initialises new rows: a stage computes the same whether the run was interrupted
+        # before it or not
+        set_seed(self.config.seed)
         summary = body(partial) if name in DISTRIBUTED_STAGES or self.is_main else {}
         self.state.wait_for_everyone()
         if self.is_main:
@@ -559,6 +558,7 @@ class Pipeline:
             seed=self.config.seed,
             resume_from_checkpoint=True,
             impressions=self.impressions("train"),
+            eval_seed=self.config.eval_seed,
         )
         rec.merge_lora()
         if self.is_main:
@@ -582,12 +582,15 @@ class Pipeline:
 
     def _evaluate(self, folder: Path) -> dict[str, Any]:
         from .baselines import MostPopular
-        from .metrics import RankingMetrics
+        from .metrics import ranking_metrics
         from .rec_training import evaluate_recommender
 
         settings = self.preset.recommender
         rec = self.load_recommender()
-        test = sample_users(self.splits["test"], settings.max_eval_users, self.config.seed + 1)
+        bf16 = resolve_bf16(settings.eval_bf16)
+        if bf16:
+            rec = rec.to(torch.bfloat16)
+        test = self.test_users()
         ks = (1, 5, 10, 20)
         store = evaluate_recommender(
             rec,
@@ -595,14 +598,17 @@ class Pipeline:
             ks=ks,
             num_beams=max(settings.num_beams, max(ks)),
             batch_size=settings.eval_batch_size,
+            return_ranks=True,
         )
         popular = MostPopular().fit(self.splits["train"], item_ids=rec.config.item_ids)
-        pop = RankingMetrics(ks)
-        pop.update_ranks(popular.rank_targets(test["history"], test["target"]))
+        popular_ranks = popular.rank_targets(test["history"], test["target"])
+        ranks = {"STORE": store.pop("ranks"), "MostPopular": popular_ranks}
         metrics = {
-            "STORE": store,
-            "MostPopular": pop.compute(),
+            "STORE": store | {"bf16": bf16},
+            "MostPopular": ranking_metrics(popular_ranks, ks),
         }
+        # per-user record: any two systems (or runs) can later be compared user by user
+        _write_json(folder / "ranks.json", {"user_id": list(test["user_id"]), "ranks": ranks})
         scoring = self._evaluate_scoring(rec, test)
         note = (
             f"leave-one-out test split, {len(test)} of {len(self.splits['test'])} users"
@@ -616,6 +622,12 @@ class Pipeline:
         _write_json(folder / "metrics.json", result)
         return {"metrics": metrics, "note": note, "scoring": scoring}
 
+    def test_users(self):
+        """The test rows the evaluate stage ranks: ``max_test_users`` users drawn with the
+        run's ``eval_seed`` (the same users for every training seed and system)."""
+        limit = self.preset.recommender.max_test_users
+        return sample_users(self.splits["test"], limit, self.config.eval_seed)
+
     def _evaluate_scoring(self, rec, test) -> dict[str, Any]:
         """Scoring mode on held-out impressions (click logs) or, where the scoring task was
         trained with sampled negatives, on the test targets plus 19 sampled items."""
@@ -626,7 +638,7 @@ class Pipeline:
         if logged is not None:
             impressions, source = data.logged_impressions(logged), "held-out logged impressions"
         elif self.preset.recommender.scoring_negatives > 0:
-            impressions = data.sampled_impressions(test, 19, seed=self.config.seed + 1)
+            impressions = data.sampled_impressions(test, 19, seed=self.config.eval_seed + 1)
             source = "test target + 19 sampled negatives per user"
         else:
             return {}

@@ -59,14 +59,21 @@ class RecStageSettings:
     warmup_ratio: float = 0.05
     bf16: bool | None = False  # as TokenizerStageSettings.bf16
     patience: int = 5  # evaluations without improvement before stage 2 stops
-    eval_steps: int = 200
+    # validation cadence of stage 2: ``evals_per_epoch`` evaluations per epoch, and never fewer
+    # than ``patience + 1`` over the stage, so early stopping and best-checkpoint loading can
+    # act (see ``rec_training.evaluation_steps``); ``eval_steps`` fixes the interval instead
+    evals_per_epoch: int = 4
+    eval_steps: int | None = None
     early_stopping_metric: str = "ndcg@10"  # or "loss" (validation loss: no generation)
     max_history: int = 20
     # batches of similar lengths (Trainer's LengthGroupedSampler): a third fewer tokens per
     # epoch on the Amazon set, where history prompts and item texts differ a lot in length
     group_by_length: bool = True
     max_train_users: int | None = None  # None: every user
-    max_eval_users: int | None = None  # validation users for early stopping / test users
+    max_eval_users: int | None = None  # validation users of early stopping (None: all)
+    # test users ranked by the evaluate stage (None: all), drawn with the run's fixed
+    # ``eval_seed``, so every seed and system of a comparison sees the same users
+    max_test_users: int | None = None
     scoring_negatives: int = 1  # sampled negatives per positive of the scoring task (0: off)
     alignment: bool = True  # the text-code alignment task (off: the ablation)
     # initial code-token rows: "dense" (mean scaled dense token of each cluster's items, what
@@ -74,6 +81,8 @@ class RecStageSettings:
     code_init: str = "dense"
     num_beams: int = 20
     eval_batch_size: int = 16
+    # rank test users with the model in bf16; None: where the hardware computes bf16 natively
+    eval_bf16: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -157,10 +166,10 @@ PRESETS: dict[str, Preset] = {
             per_device_batch_size=16,
             joint_epochs=1.0,
             num_epochs=1.0,
-            eval_steps=50,
             early_stopping_metric="loss",
             max_train_users=150,
             max_eval_users=300,
+            max_test_users=2000,
             scoring_negatives=0,  # the scoring task doubles the data; demo it with --preset tiny
             num_beams=20,
             # bf16 autocast where the CPU has it natively: on an AVX512-BF16 EPYC the stage took
@@ -194,10 +203,10 @@ PRESETS: dict[str, Preset] = {
             per_device_batch_size=16,
             joint_epochs=1.0,
             num_epochs=1.0,
-            eval_steps=10,
             early_stopping_metric="loss",
             max_train_users=40,
             max_eval_users=16,
+            max_test_users=16,
             num_beams=10,
         ),
     ),

@@ -9,6 +9,7 @@ stage 2 trains recommendation alone, early-stopped on the validation split. Both
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 from collections.abc import Sequence
@@ -28,8 +29,8 @@ from transformers import (
 )
 
 from .collators import format_content
-from .data import sample_users
-from .metrics import DEFAULT_KS, RankingMetrics, impression_metrics
+from .data import EVAL_SEED, sample_users
+from .metrics import DEFAULT_KS, RankingMetrics, impression_metrics, ranking_metrics
 from .modeling_store import StoreForGenerativeRec
 from .presets import RecStageSettings
 from .tokenizer_training import stage_training_arguments, two_rate_optimizer
@@ -174,6 +175,33 @@ class RecCollator:
 
 
 @torch.no_grad()
+def rank_targets(
+    model: StoreForGenerativeRec,
+    split: Dataset,
+    k: int = 20,
+    num_beams: int | None = None,
+    batch_size: int = 16,
+    mode: str = "trie",
+    show_progress: bool = True,
+) -> np.ndarray:
+    """Rank of each row's ``target`` among the model's top ``k`` for its ``history``.
+
+    Returns:
+        ``(len(split),)`` int64 1-based ranks, ``0`` where the target is not among the top
+        ``k`` (the per-user record that paired comparisons of systems need).
+    """
+    metrics = RankingMetrics((k,))
+    for lo in tqdm(range(0, len(split), batch_size), desc="evaluate", disable=not show_progress):
+        rows = split[lo : lo + batch_size]
+        out = model.recommend(
+            rows["history"], k=k, num_beams=num_beams, batch_size=batch_size, mode=mode
+        )
+        metrics.update(out.item_ids, rows["target"])
+    ranks = metrics.ranks()
+    return np.where(np.isfinite(ranks), ranks, 0).astype(np.int64)
+
+
+@torch.no_grad()
 def evaluate_recommender(
     model: StoreForGenerativeRec,
     split: Dataset,
@@ -182,25 +210,27 @@ def evaluate_recommender(
     batch_size: int = 16,
     mode: str = "trie",
     show_progress: bool = True,
-) -> dict[str, float]:
+    return_ranks: bool = False,
+) -> dict[str, Any]:
     """Recall@K and NDCG@K of next-item prediction over a split (full ranking: beam search over
     the whole catalogue, ``num_beams`` >= the largest K).
 
     Returns:
-        ``{"recall@K", "ndcg@K", ..., "num_users", "seconds"}``.
+        ``{"recall@K", "ndcg@K", ..., "num_users", "seconds", "users_per_second"}``, plus
+        ``"ranks"`` (see :func:`rank_targets`) with ``return_ranks``.
     """
     num_beams = num_beams or max(ks)
     if num_beams < max(ks):
         raise ValueError(f"num_beams={num_beams} must be >= the largest K ({max(ks)})")
-    metrics = RankingMetrics(ks)
     start = time.time()
-    for lo in tqdm(range(0, len(split), batch_size), desc="evaluate", disable=not show_progress):
-        rows = split[lo : lo + batch_size]
-        out = model.recommend(
-            rows["history"], k=max(ks), num_beams=num_beams, batch_size=batch_size, mode=mode
-        )
-        metrics.update(out.item_ids, rows["target"])
-    return {**metrics.compute(), "seconds": round(time.time() - start, 1)}
+    ranks = rank_targets(model, split, max(ks), num_beams, batch_size, mode, show_progress)
+    seconds = time.time() - start
+    metrics = ranking_metrics(ranks, ks)
+    metrics |= {
+        "seconds": round(seconds, 1),
+        "users_per_second": round(len(split) / max(seconds, 1e-9), 2),
+    }
+    return metrics | {"ranks": ranks} if return_ranks else metrics
 
 
 @torch.no_grad()
@@ -269,6 +299,24 @@ def _stage_args(
     )
 
 
+def evaluation_steps(num_examples: int, settings: RecStageSettings, epochs: float) -> int:
+    """Optimiser steps between two validations of stage 2.
+
+    ``settings.evals_per_epoch`` evaluations per epoch, but at least ``settings.patience + 1``
+    over the whole stage: with fewer, early stopping could never stop the stage and the best
+    checkpoint would always be the last one. ``settings.eval_steps``, where set, wins.
+    """
+    if settings.eval_steps:
+        return settings.eval_steps
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    per_step = max(1, settings.batch_size // (settings.per_device_batch_size * world))
+    per_step *= settings.per_device_batch_size * world  # examples per optimiser step
+    steps_per_epoch = max(1, math.ceil(num_examples / per_step))
+    total = settings.max_steps if settings.max_steps > 0 else math.ceil(steps_per_epoch * epochs)
+    interval = max(1, steps_per_epoch // max(1, settings.evals_per_epoch))
+    return max(1, min(interval, total // (settings.patience + 1)))
+
+
 def train_recommender(
     model: StoreForGenerativeRec,
     tokenizer: PreTrainedTokenizerBase,
@@ -280,6 +328,7 @@ def train_recommender(
     seed: int = 0,
     resume_from_checkpoint: bool | str | None = None,
     impressions: Dataset | None = None,
+    eval_seed: int = EVAL_SEED,
 ) -> dict[str, Any]:
     """Both instruction-tuning stages; the model is left with the best stage-2 weights.
 
@@ -289,6 +338,8 @@ def train_recommender(
         settings: the preset's :class:`RecStageSettings`.
         impressions: training impressions of a click log (MIND), for the scoring task; without
             them the scoring task uses ``settings.scoring_negatives`` sampled negatives per row.
+        seed: training seed (which training users, shuffles, dropout); ``eval_seed``: which
+            validation users (fixed across training seeds).
 
     Returns:
         ``{"joint_log", "rec_log", "best_metric", "stopped_at_step", "seconds"}``.
@@ -296,7 +347,7 @@ def train_recommender(
     output_dir = Path(output_dir)
     data = RecInstructionData(model, tokenizer)
     train_rows = sample_users(splits["train"], settings.max_train_users, seed)
-    valid_rows = sample_users(splits["validation"], settings.max_eval_users, seed)
+    valid_rows = sample_users(splits["validation"], settings.max_eval_users, eval_seed)
     train_users = set(train_rows["user_id"])
     rec_train = data.recommendation(train_rows)
     # validation loss does not depend on the order: sorted, its batches carry little padding
@@ -343,15 +394,16 @@ def train_recommender(
 
     by_ndcg = settings.early_stopping_metric != "loss"
     metric = "eval_ndcg@10" if by_ndcg else "eval_loss"
+    eval_steps = evaluation_steps(len(rec_train), settings, settings.num_epochs)
     rec_args = _stage_args(
         output_dir / "rec",
         settings,
         seed,
         settings.num_epochs,
         eval_strategy="steps",
-        eval_steps=settings.eval_steps,
+        eval_steps=eval_steps,
         save_strategy="steps",
-        save_steps=settings.eval_steps,
+        save_steps=eval_steps,
         load_best_model_at_end=True,
         metric_for_best_model=metric,
         greater_is_better=by_ndcg,
@@ -379,6 +431,9 @@ def train_recommender(
         "best_metric": rec_trainer.state.best_metric,
         "metric_for_best_model": metric,
         "stopped_at_step": rec_trainer.state.global_step,
+        "max_steps": rec_trainer.state.max_steps,
+        "eval_steps": eval_steps,
+        "best_checkpoint": rec_trainer.state.best_model_checkpoint,
         "seconds": round(time.time() - start, 1),
         "num_train_users": len(train_users),
         "num_examples": {"joint": len(joint_ds), "recommendation": len(rec_train)},

@@ -1,17 +1,25 @@
 """store_hf.metrics: hand-computed values, scikit-learn cross-checks, accumulator, errors."""
 
 import math
+from fractions import Fraction
 
 import numpy as np
 import pytest
 from sklearn.metrics import ndcg_score, roc_auc_score
 
+import store_hf.metrics as metrics_module
 from store_hf.metrics import (
     RankingMetrics,
     binary_auc,
+    bootstrap_interval,
+    compare_systems,
     impression_metrics,
+    mcnemar_test,
+    paired_bootstrap,
+    per_user_metric,
     ranking_metrics,
     target_ranks,
+    wilson_interval,
 )
 
 # ----------------------------------------------------------------------------- retrieval
@@ -349,3 +357,230 @@ def test_impression_errors():
         binary_auc([0.1, 0.2], [1, 3])
     with pytest.raises(ValueError, match="same length"):
         binary_auc([0.1, 0.2], [1])
+
+
+# ----------------------------------------------------------------------------- comparing systems
+
+
+def _ranks_with_hit_rate(rng, num_users, hit_rate, max_rank=10):
+    """Random ranks: a hit in 1..max_rank with probability ``hit_rate``, else a miss (0)."""
+    hit = rng.random(num_users) < hit_rate
+    return np.where(hit, rng.integers(1, max_rank + 1, size=num_users), 0)
+
+
+def _mcnemar_exact(b, c):
+    """Exact two-sided McNemar p with rational arithmetic: min(1, 2 P(X <= min(b, c)))."""
+    n = b + c
+    term = tail = 1  # C(n, 0); C(n, i) = C(n, i - 1) * (n - i + 1) / i, exact integers
+    for i in range(1, min(b, c) + 1):
+        term = term * (n - i + 1) // i
+        tail += term
+    return float(min(Fraction(1), Fraction(2 * tail, 2**n)))
+
+
+def _paired_hits(b, c, both=0, neither=0):
+    a = np.r_[np.ones(b), np.zeros(c), np.ones(both), np.zeros(neither)]
+    other = np.r_[np.zeros(b), np.ones(c), np.ones(both), np.zeros(neither)]
+    return a, other
+
+
+def test_per_user_metric_means_equal_ranking_metrics():
+    rng = np.random.default_rng(0)
+    ranks = rng.integers(0, 40, size=700)
+    ks = (1, 5, 10, 20)
+    m = ranking_metrics(ranks, ks=ks)
+    for k in ks:
+        for name in ("recall", "ndcg"):
+            values = per_user_metric(ranks, f"{name}@{k}")
+            assert values.shape == (700,) and values.dtype == np.float64
+            assert values.mean() == pytest.approx(m[f"{name}@{k}"], abs=1e-15)
+    np.testing.assert_array_equal(per_user_metric([1, 3, 0, 6], "recall@5"), [1, 1, 0, 0])
+    np.testing.assert_allclose(per_user_metric([1, 3, 0, 6], "ndcg@5"), [1, 0.5, 0, 0])
+    assert per_user_metric([2, np.inf], "ndcg@2").tolist() == [1 / math.log2(3), 0.0]
+
+
+def test_per_user_metric_errors():
+    for bad in ("mrr@10", "recall", "recall@", "recall@x", "recall@0", "ndcg@-1", "Recall@5"):
+        with pytest.raises(ValueError, match="metric|K"):
+            per_user_metric([1, 2], bad)
+    with pytest.raises(ValueError, match="ranks"):
+        per_user_metric([1, -2], "recall@5")
+
+
+def test_wilson_interval_known_value():
+    low, high = wilson_interval(10, 300)
+    # hand formula, z = 1.959964 (97.5% normal quantile)
+    z, n, p = 1.959963984540054, 300, 10 / 300
+    center = (p + z**2 / (2 * n)) / (1 + z**2 / n)
+    half = z * math.sqrt(p * (1 - p) / n + z**2 / (4 * n**2)) / (1 + z**2 / n)
+    assert low == pytest.approx(center - half, rel=1e-12)
+    assert high == pytest.approx(center + half, rel=1e-12)
+    assert (low, high) == pytest.approx((0.018205, 0.060262), abs=1e-6)
+    # inside [0, 1] and containing p-hat; wider at higher confidence
+    for hits, n in ((0, 20), (1, 20), (10, 20), (19, 20), (20, 20), (10, 300), (0, 1)):
+        lo, hi = wilson_interval(hits, n)
+        assert 0.0 <= lo <= hits / n <= hi <= 1.0
+        lo99, hi99 = wilson_interval(hits, n, confidence=0.99)
+        assert lo99 <= lo and hi <= hi99
+    assert wilson_interval(0, 20)[0] == 0.0 and wilson_interval(20, 20)[1] == 1.0
+    assert wilson_interval(np.int64(10), np.int64(300)) == (low, high)
+
+
+def test_wilson_interval_errors():
+    for args in ((5, 0), (-1, 10), (11, 10), (2.5, 10), (True, 10)):
+        with pytest.raises(ValueError, match="hits|n "):
+            wilson_interval(*args)
+    for confidence in (0.0, 1.0, 95):
+        with pytest.raises(ValueError, match="confidence"):
+            wilson_interval(5, 10, confidence=confidence)
+
+
+def test_bootstrap_interval_covers_mean_and_narrows():
+    rng = np.random.default_rng(1)
+    small = (rng.random(200) < 0.3).astype(float)
+    large = (rng.random(5000) < 0.3).astype(float)
+    lo_s, hi_s = bootstrap_interval(small)
+    lo_l, hi_l = bootstrap_interval(large)
+    assert lo_s < small.mean() < hi_s and lo_l < large.mean() < hi_l
+    # width ~ 1 / sqrt(n): 25x the users -> about 5x narrower
+    assert (hi_l - lo_l) < (hi_s - lo_s) / 3
+    # close to the normal approximation mean +- 1.96 SE
+    se = large.std() / math.sqrt(len(large))
+    assert hi_l - lo_l == pytest.approx(2 * 1.96 * se, rel=0.1)
+    # deterministic given the seed; a higher confidence widens it
+    assert bootstrap_interval(small, seed=3) == bootstrap_interval(small, seed=3)
+    lo99, hi99 = bootstrap_interval(small, confidence=0.99)
+    assert lo99 <= lo_s and hi_s <= hi99
+    # a constant sample has a zero-width interval
+    assert bootstrap_interval(np.full(10, 0.25)) == (0.25, 0.25)
+
+
+def test_bootstrap_chunking(monkeypatch):
+    rng = np.random.default_rng(2)
+    values = rng.random(300)
+    one_chunk = bootstrap_interval(values, num_resamples=2001)
+    # 7 resamples of 300 users per chunk: 286 chunks, the last one partial
+    monkeypatch.setattr(metrics_module, "_BOOTSTRAP_CHUNK_ELEMENTS", 7 * 300 + 5)
+    chunked = bootstrap_interval(values, num_resamples=2001)
+    assert chunked == pytest.approx(one_chunk, abs=0.01)
+    assert chunked[0] < values.mean() < chunked[1]
+
+
+def test_bootstrap_interval_errors():
+    with pytest.raises(ValueError, match="empty"):
+        bootstrap_interval([])
+    with pytest.raises(ValueError, match="NaN"):
+        bootstrap_interval([0.1, np.nan])
+    with pytest.raises(ValueError, match="1-D"):
+        bootstrap_interval([[0.1, 0.2]])
+    with pytest.raises(ValueError, match="confidence"):
+        bootstrap_interval([0.1, 0.2], confidence=1.5)
+    with pytest.raises(ValueError, match="num_resamples"):
+        bootstrap_interval([0.1, 0.2], num_resamples=0)
+
+
+def test_paired_bootstrap_detects_a_better_system():
+    rng = np.random.default_rng(10)
+    better = per_user_metric(_ranks_with_hit_rate(rng, 2000, 0.30), "recall@10")
+    worse = per_user_metric(_ranks_with_hit_rate(rng, 2000, 0.20), "recall@10")
+    r = paired_bootstrap(better, worse)
+    assert set(r) == {"difference", "low", "high", "p_value"}
+    assert r["difference"] == pytest.approx(better.mean() - worse.mean())
+    assert r["low"] < r["difference"] < r["high"]
+    assert r["low"] > 0 and r["p_value"] < 0.01
+    # swapping the systems flips the difference and keeps the p-value
+    swapped = paired_bootstrap(worse, better)
+    assert swapped["difference"] == pytest.approx(-r["difference"])
+    assert swapped["p_value"] == r["p_value"]
+    assert swapped["high"] < 0
+
+
+def test_paired_bootstrap_same_distribution_is_not_significant():
+    rng = np.random.default_rng(20)
+    a = per_user_metric(_ranks_with_hit_rate(rng, 2000, 0.25), "ndcg@10")
+    b = per_user_metric(_ranks_with_hit_rate(rng, 2000, 0.25), "ndcg@10")
+    r = paired_bootstrap(a, b, seed=1)
+    assert r["p_value"] > 0.2
+    assert r["low"] < 0 < r["high"]
+    # identical systems: no difference at all, p = 1
+    same = paired_bootstrap(a, a.copy())
+    assert same == {"difference": 0.0, "low": 0.0, "high": 0.0, "p_value": 1.0}
+
+
+def test_paired_bootstrap_errors():
+    with pytest.raises(ValueError, match="values_a has 3 users but values_b has 2"):
+        paired_bootstrap([1.0, 0.0, 1.0], [1.0, 0.0])
+    with pytest.raises(ValueError, match="empty"):
+        paired_bootstrap([], [])
+    with pytest.raises(ValueError, match="values_b"):
+        paired_bootstrap([1.0], [np.nan])
+
+
+def test_mcnemar_hand_cases():
+    a, b = _paired_hits(0, 5, both=7, neither=3)  # concordant users are ignored
+    assert mcnemar_test(a, b) == {"a_only": 0, "b_only": 5, "p_value": 0.0625}  # 2 / 2**5
+    assert mcnemar_test(b, a) == {"a_only": 5, "b_only": 0, "p_value": 0.0625}
+    # b = 1, c = 3: 2 * (1 + 4) / 16
+    assert mcnemar_test(*_paired_hits(1, 3))["p_value"] == pytest.approx(10 / 16)
+    assert mcnemar_test(*_paired_hits(4, 4))["p_value"] == 1.0
+    assert mcnemar_test(*_paired_hits(0, 0, both=3, neither=2))["p_value"] == 1.0
+    assert mcnemar_test([True, False], [True, False])["p_value"] == 1.0
+
+
+def test_mcnemar_exact_for_large_counts():
+    for b, c in ((3, 10), (40, 60), (480, 520), (4000, 4400), (4950, 5050), (0, 30), (200, 2000)):
+        p = mcnemar_test(*_paired_hits(b, c))["p_value"]
+        assert p == pytest.approx(_mcnemar_exact(b, c), rel=1e-9, abs=1e-300)
+
+
+def test_mcnemar_matches_scipy():
+    scipy_stats = pytest.importorskip("scipy.stats")
+    for b, c in ((0, 5), (2, 9), (17, 30), (250, 300), (4000, 4400), (5100, 4900), (6, 6)):
+        ref = scipy_stats.binomtest(b, b + c, 0.5).pvalue
+        assert mcnemar_test(*_paired_hits(b, c))["p_value"] == pytest.approx(ref, rel=1e-9)
+
+
+def test_mcnemar_errors():
+    with pytest.raises(ValueError, match="hits_a has 3 users but hits_b has 2"):
+        mcnemar_test([1, 0, 1], [1, 0])
+    with pytest.raises(ValueError, match="hits_b"):
+        mcnemar_test([1, 0], [1, 2])
+    with pytest.raises(ValueError, match="empty"):
+        mcnemar_test([], [])
+
+
+def test_compare_systems():
+    rng = np.random.default_rng(30)
+    ranks_a = _ranks_with_hit_rate(rng, 2000, 0.30, max_rank=20)
+    ranks_b = _ranks_with_hit_rate(rng, 2000, 0.20, max_rank=20)
+    out = compare_systems(ranks_a, ranks_b, ks=(5, 20), num_resamples=2000)
+    assert list(out) == ["recall@5", "recall@20", "ndcg@5", "ndcg@20"]
+    ma, mb = ranking_metrics(ranks_a, ks=(5, 20)), ranking_metrics(ranks_b, ks=(5, 20))
+    for key, r in out.items():
+        assert r["difference"] == pytest.approx(ma[key] - mb[key])
+        expected = paired_bootstrap(
+            per_user_metric(ranks_a, key), per_user_metric(ranks_b, key), num_resamples=2000
+        )
+        assert {k: r[k] for k in expected} == expected
+        assert ("mcnemar_p_value" in r) == key.startswith("recall")
+    hits_a, hits_b = per_user_metric(ranks_a, "recall@20"), per_user_metric(ranks_b, "recall@20")
+    assert out["recall@20"]["mcnemar_p_value"] == mcnemar_test(hits_a, hits_b)["p_value"]
+    assert out["recall@20"]["mcnemar_p_value"] < 1e-6 and out["recall@20"]["p_value"] < 0.01
+    # the default: K = 10, recall and NDCG; a system against itself
+    same = compare_systems(ranks_a, ranks_a)
+    assert list(same) == ["recall@10", "ndcg@10"]
+    assert same["recall@10"]["p_value"] == 1.0 and same["recall@10"]["mcnemar_p_value"] == 1.0
+    assert list(compare_systems(ranks_a, ranks_b, metrics=("ndcg",), num_resamples=10)) == [
+        "ndcg@10"
+    ]
+
+
+def test_compare_systems_errors():
+    with pytest.raises(ValueError, match="ranks_a has 3 users but ranks_b has 2"):
+        compare_systems([1, 2, 0], [1, 2])
+    with pytest.raises(ValueError, match="metric"):
+        compare_systems([1, 2], [2, 1], metrics=("mrr",))
+    with pytest.raises(ValueError, match="ks"):
+        compare_systems([1, 2], [2, 1], ks=(0,))
+    with pytest.raises(ValueError, match="ranks_b"):
+        compare_systems([1, 2], [2, -1])

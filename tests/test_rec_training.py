@@ -1,5 +1,7 @@
 """Instruction data, collation, two-stage training and evaluation of the recommender."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 from datasets import Dataset, DatasetDict, concatenate_datasets
@@ -153,3 +155,73 @@ def test_two_stage_training_learns_the_pattern(chain, tmp_path):
     impressions = RecInstructionData(rec, tok).sampled_impressions(splits["test"], negatives=3)
     scoring = evaluate_scoring(rec, impressions)
     assert 0.0 <= scoring["auc"] <= 1.0 and scoring["num_impressions"] == len(splits["test"])
+
+
+def test_evaluation_cadence_leaves_early_stopping_room_to_act():
+    from store_hf.rec_training import evaluation_steps
+
+    # the cpu preset's old stage 2: 620 rows in batches of 16 (39 steps), eval every 50 steps:
+    # one evaluation, at the end; now at least patience + 1 evaluations
+    settings = RecStageSettings(batch_size=16, per_device_batch_size=16, patience=5)
+    steps = evaluation_steps(620, settings, epochs=1.0)
+    assert steps == 39 // 6 and 39 // steps >= settings.patience + 1
+    # long stages: evals_per_epoch decides
+    assert evaluation_steps(16 * 400, settings, epochs=10.0) == 100
+    assert evaluation_steps(16 * 400, replace(settings, eval_steps=7), epochs=10.0) == 7
+
+
+def test_stage_two_stops_early_and_keeps_the_best_checkpoint(tmp_path):
+    """Validation targets contradict the training pattern (item i -> i + 13 instead of i + 1):
+    validation loss improves while the code rows settle, then worsens as the pattern is learnt.
+    Stage 2 must stop before its last epoch with the best checkpoint's weights in the model."""
+    from safetensors.torch import load_file
+    from transformers import set_seed
+
+    set_seed(0)
+    tok_model, tok = StoreTokenizerModel.from_backbone(
+        "tiny-llama", content_attributes=["title"], num_dense_tokens=V, codebook_size=K
+    )
+    codes = torch.stack([torch.arange(N) // 8, torch.arange(N) % 8, (torch.arange(N) * 3) % 8], 1)
+    ids = [f"p{j}" for j in range(N)]
+    rec = StoreForGenerativeRec.from_tokenizer_model(
+        tok_model, tok, ids, codes, lora_r=8, lora_alpha=16, max_history=3
+    ).add_lora()
+    items = Dataset.from_dict({"item_id": ids, "title": [f"product {j}" for j in range(N)]})
+
+    def rows(starts, shift, prefix):
+        return Dataset.from_dict(
+            {
+                "user_id": [f"{prefix}{s}" for s in starts],
+                "history": [[ids[(s + t) % N] for t in range(3)] for s in starts],
+                "target": [ids[(s + 2 + shift) % N] for s in starts],
+            }
+        )
+
+    splits = DatasetDict(train=rows(list(range(N)) * 4, 1, "u"), validation=rows(range(N), 13, "u"))
+    settings = RecStageSettings(
+        lora_r=8,
+        lora_alpha=16,
+        lora_dropout=0.0,
+        learning_rate=5e-3,
+        code_learning_rate=1e-2,
+        batch_size=16,
+        per_device_batch_size=16,
+        joint_epochs=1.0,
+        num_epochs=30.0,
+        evals_per_epoch=2,
+        patience=2,
+        early_stopping_metric="loss",
+        alignment=False,
+        warmup_ratio=0.0,
+        group_by_length=False,
+    )
+    result = train_recommender(rec, tok, splits, items, ["title"], settings, tmp_path, seed=0)
+    losses = [(h["step"], h["eval_loss"]) for h in result["rec_log"] if "eval_loss" in h]
+    assert result["stopped_at_step"] < result["max_steps"], losses  # stopped early
+    best_step, best_loss = min(losses, key=lambda s: s[1])
+    assert best_step < losses[-1][0] and result["best_metric"] == pytest.approx(best_loss)
+    assert result["best_checkpoint"].endswith(f"checkpoint-{best_step}")
+    saved = load_file(f"{result['best_checkpoint']}/model.safetensors")
+    state = rec.state_dict()
+    lora = [n for n in saved if "lora_" in n or n.endswith("code_weight")]
+    assert lora and all(torch.equal(saved[n], state[n]) for n in lora)

@@ -84,7 +84,8 @@ class TIGERConfig:
         valid_max_users: validation rows used for early stopping (a fixed random sample; beam
             search over all of them each epoch is slow on a CPU); ``None`` = all.
         eval_batch_size: histories per ``generate`` call (each runs ``num_beams`` beams).
-        seed: seeds the initialisation, the epoch shuffles, dropout and the validation sample.
+        seed: seeds the initialisation, the epoch shuffles and dropout; ``eval_seed`` the
+            validation sample (fixed apart from ``seed``).
     """
 
     d_model: int = 128
@@ -106,6 +107,7 @@ class TIGERConfig:
     valid_max_users: int | None = 2000
     eval_batch_size: int = 64
     seed: int = 0
+    eval_seed: int = 0  # the validation sample: fixed apart from ``seed``
 
     def __post_init__(self) -> None:
         if min(self.d_model, self.d_kv, self.d_ff, self.num_layers, self.num_heads) < 1:
@@ -367,7 +369,7 @@ class TIGER:
             valid = None
         if valid is not None and config.valid_max_users and len(valid) > config.valid_max_users:
             # a fixed sample, so every epoch is scored on the same users
-            pick = np.random.default_rng(config.seed).choice(
+            pick = np.random.default_rng(config.eval_seed).choice(
                 len(valid), config.valid_max_users, replace=False
             )
             valid = valid.select(np.sort(pick)) if hasattr(valid, "select") else valid

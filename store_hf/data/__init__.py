@@ -15,7 +15,7 @@ from .dataset import DataOptions, RecDataset
 from .errors import DataFormatError
 from .io import PathLike
 from .registry import available_formats, detect_format, get_reader
-from .splits import leave_one_out, sample_users, user_split
+from .splits import EVAL_SEED, leave_one_out, sample_users, user_split
 
 EMBEDDED_DATASET_DIR = Path(__file__).resolve().parent.parent / "resources" / "amazon_scientific"
 
@@ -79,6 +79,7 @@ __all__ = [
     "detect_format",
     "leave_one_out",
     "sample_users",
+    "EVAL_SEED",
     "load_embedded_dataset",
     "read_dataset",
     "user_split",

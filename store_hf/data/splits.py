@@ -17,6 +17,12 @@ from .errors import DataFormatError
 
 TrainTargets = Literal["all", "last"]
 
+#: Seed of the evaluation samples (validation users for early stopping, test users ranked by
+#: ``store-hf evaluate``, the examples and ``benchmarks/quality.py``). It is fixed and separate
+#: from the training seed, so runs with different training seeds are ranked on the same users
+#: and their spread measures the models, not which users were drawn.
+EVAL_SEED = 0
+
 
 def _rows_for(user: str, seq: list[str], start: int, stop: int, max_history: int) -> list[dict]:
     """One row per target position ``start <= t < stop`` of ``seq``."""
