@@ -522,6 +522,7 @@ class Pipeline:
 
     def _recommender(self, folder: Path) -> dict[str, Any]:
         from .modeling_store import StoreForGenerativeRec
+        from .packing import packed_templates
         from .rec_training import train_recommender
 
         settings: RecStageSettings = self.preset.recommender
@@ -544,6 +545,12 @@ class Pipeline:
             lora_alpha=settings.lora_alpha,
             lora_dropout=settings.lora_dropout,
             max_history=settings.max_history,
+            # packed training: no text between the history and the next item
+            **(
+                {"templates": packed_templates(tok_model.config.templates)}
+                if settings.layout == "packed"
+                else {}
+            ),
         )
         rec.add_lora()
         checkpoints = self.out / "checkpoints" / "recommender"

@@ -66,6 +66,11 @@ class RecStageSettings:
     eval_steps: int | None = None
     early_stopping_metric: str = "ndcg@10"  # or "loss" (validation loss: no generation)
     max_history: int = 20
+    # "per-prefix": one example per training target (history -> next item, the paper's layout);
+    # "packed": one causal example per user with the loss on every item after the first (the
+    # same objective in about a quarter of the tokens; store_hf.packing)
+    layout: str = "per-prefix"
+    packing_stride: int | None = None  # windows of long sequences (None: max_history // 2)
     # batches of similar lengths (Trainer's LengthGroupedSampler): a third fewer tokens per
     # epoch on the Amazon set, where history prompts and item texts differ a lot in length
     group_by_length: bool = True
@@ -76,6 +81,8 @@ class RecStageSettings:
     max_test_users: int | None = None
     scoring_negatives: int = 1  # sampled negatives per positive of the scoring task (0: off)
     alignment: bool = True  # the text-code alignment task (off: the ablation)
+    alignment_items: str = "seen"  # "seen": items of the training users; "all": the catalogue
+    alignment_max_items: int | None = None  # a seeded sample of those (None: all of them)
     # initial code-token rows: "dense" (mean scaled dense token of each cluster's items, what
     # the tokenizer taught the LLM to read) or "random" (mean word embedding + noise)
     code_init: str = "dense"
@@ -116,6 +123,52 @@ class Preset:
         }
 
 
+_CPU_TOKENIZER = TokenizerStageSettings(
+    max_items=256,
+    learning_rate=5e-4,
+    # measured on 480 items: loss 6.0 after one epoch with 5e-4 everywhere, 4.1 after
+    # 0.7 epoch with 5e-3 on the new embeddings (runs/tok-cpu-*/tokenizer_metrics.json)
+    embedding_learning_rate=5e-3,
+    # 256 items: batches of 16 (16 steps) left the loss at 5.9 with own vs another
+    # item's dense tokens 5.89 vs 5.98; batches of 8 (32 steps, the same 200 s) reach
+    # 4.45 vs 4.76 (runs/tokexp-bs*/tokenizer/stage.json)
+    batch_size=8,
+    per_device_batch_size=8,
+    num_epochs=1.0,
+    bf16=False,
+)
+
+_CPU_RECOMMENDER = RecStageSettings(
+    lora_r=16,
+    lora_alpha=32,
+    lora_dropout=0.0,
+    learning_rate=1e-3,
+    code_learning_rate=5e-3,
+    batch_size=16,
+    per_device_batch_size=16,
+    # one causal example per user (store_hf.packing): the same objective as the per-prefix
+    # rows in 4.6x fewer tokens (247k instead of 1.15M per epoch on the Amazon set)
+    layout="packed",
+    joint_epochs=1.0,
+    num_epochs=1.0,
+    evals_per_epoch=6,
+    patience=3,
+    early_stopping_metric="loss",
+    # ~300 s of training on 2 cores: 1,000 users packed (30k tokens per epoch) and the
+    # alignment task on 500 of their items (77 tokens each: alignment dominates the cost)
+    max_train_users=1000,
+    alignment_max_items=500,
+    max_eval_users=300,
+    max_test_users=1000,
+    scoring_negatives=0,  # the scoring task doubles the data; demo it with --preset tiny
+    num_beams=20,
+    # bf16 autocast where the CPU has it natively: on an AVX512-BF16 EPYC the stage took
+    # 311 s instead of 397 s, with the same losses (joint 4.80 vs 4.74, validation 4.24
+    # vs 4.23) and test metrics within one hit (runs/demo-recbf16 vs runs/demo-fp32train)
+    bf16=None,
+)
+
+
 PRESETS: dict[str, Preset] = {
     "paper": Preset(
         name="paper",
@@ -142,40 +195,31 @@ PRESETS: dict[str, Preset] = {
         # nothing (held-out own vs other target loss 6.756 vs 6.757 after the epoch, against
         # 5.10 vs 5.28 in fp32; runs/demo*/tokenizer/stage.json), and on a CPU without native
         # bf16 it was slower (backward 4.6-7.0 s vs 2.8 s).
-        tokenizer=TokenizerStageSettings(
-            max_items=256,
-            learning_rate=5e-4,
-            # measured on 480 items: loss 6.0 after one epoch with 5e-4 everywhere, 4.1 after
-            # 0.7 epoch with 5e-3 on the new embeddings (runs/tok-cpu-*/tokenizer_metrics.json)
-            embedding_learning_rate=5e-3,
-            # 256 items: batches of 16 (16 steps) left the loss at 5.9 with own vs another
-            # item's dense tokens 5.89 vs 5.98; batches of 8 (32 steps, the same 200 s) reach
-            # 4.45 vs 4.76 (runs/tokexp-bs*/tokenizer/stage.json)
-            batch_size=8,
-            per_device_batch_size=8,
-            num_epochs=1.0,
-            bf16=False,
-        ),
-        recommender=RecStageSettings(
-            lora_r=16,
-            lora_alpha=32,
-            lora_dropout=0.0,
-            learning_rate=1e-3,
-            code_learning_rate=5e-3,
-            batch_size=16,
-            per_device_batch_size=16,
-            joint_epochs=1.0,
-            num_epochs=1.0,
-            early_stopping_metric="loss",
-            max_train_users=150,
-            max_eval_users=300,
+        tokenizer=_CPU_TOKENIZER,
+        recommender=_CPU_RECOMMENDER,
+    ),
+    "full": Preset(
+        name="full",
+        backbone="smollm2-135m",
+        description="SmolLM2-135M on the whole dataset (every user packed, every item aligned), "
+        "sized for about 100 minutes on 2 CPU cores",
+        lora_r=16,
+        lora_alpha=32,
+        lora_dropout=0.0,
+        max_content_length=64,
+        max_target_length=24,
+        tokenizer=replace(_CPU_TOKENIZER, max_items=1024),
+        recommender=replace(
+            _CPU_RECOMMENDER,
+            max_train_users=None,
+            alignment_items="all",
+            alignment_max_items=None,
+            num_epochs=2.0,  # an upper bound: early-stopped on validation NDCG@10
+            evals_per_epoch=3,
+            patience=2,
+            early_stopping_metric="ndcg@10",
+            max_eval_users=500,
             max_test_users=2000,
-            scoring_negatives=0,  # the scoring task doubles the data; demo it with --preset tiny
-            num_beams=20,
-            # bf16 autocast where the CPU has it natively: on an AVX512-BF16 EPYC the stage took
-            # 311 s instead of 397 s, with the same losses (joint 4.80 vs 4.74, validation 4.24
-            # vs 4.23) and test metrics within one hit (runs/demo-recbf16 vs runs/demo-fp32train)
-            bf16=None,
         ),
     ),
     "tiny": Preset(
@@ -204,6 +248,7 @@ PRESETS: dict[str, Preset] = {
             joint_epochs=1.0,
             num_epochs=1.0,
             early_stopping_metric="loss",
+            layout="packed",
             max_train_users=40,
             max_eval_users=16,
             max_test_users=16,

@@ -32,6 +32,7 @@ from .collators import format_content
 from .data import EVAL_SEED, sample_users
 from .metrics import DEFAULT_KS, RankingMetrics, impression_metrics, ranking_metrics
 from .modeling_store import StoreForGenerativeRec
+from .packing import packed_example, packing_windows, user_sequences
 from .presets import RecStageSettings
 from .tokenizer_training import stage_training_arguments, two_rate_optimizer
 
@@ -76,6 +77,32 @@ class RecInstructionData:
             if rows
             else Dataset.from_dict({"input_ids": [], "labels": [], "length": []})
         )
+
+    def packed(self, split: Dataset, stride: int | None = None) -> Dataset:
+        """One example per user of a per-prefix training split (per window where the sequence
+        is longer than ``max_history + 1`` items): the prompt prefix and the codes of every
+        item, the loss on every item after the first (see :mod:`store_hf.packing`).
+
+        Needs the packed templates (an empty ``rec_suffix``), so that inference prompts are
+        exactly the contexts seen in training."""
+        if self.prompts.pieces["rec_suffix"]:
+            raise ValueError(
+                "packed training needs an empty templates['rec_suffix'] (text between the "
+                "history and the next item would differ between training and inference); build "
+                "the recommender with templates=packed_templates(...)"
+            )
+        _, sequences = user_sequences(split["user_id"], split["history"], split["target"])
+        prefix = self.prompts.pieces["rec_prefix"]
+        v = self.codes.shape[1]
+        rows = []
+        for seq in sequences:
+            flat = self.prompts.item_tokens(self._codes(seq))
+            tokens = [flat[j : j + v] for j in range(0, len(flat), v)]
+            for start, stop, first in packing_windows(len(seq), self.prompts.max_history, stride):
+                rows.append(packed_example(prefix, tokens[start:stop], first - start))
+        if not rows:
+            return Dataset.from_dict({"input_ids": [], "labels": [], "length": []})
+        return Dataset.from_list(rows)
 
     def alignment(self, items: Dataset, content_attributes: list[str]) -> Dataset:
         """One example per item: its content text -> its codes."""
@@ -274,16 +301,24 @@ class RecTrainer(Trainer):
         output = super().evaluation_loop(*args, **kwargs)
         if self.ranking_split is not None:
             prefix = kwargs.get("metric_key_prefix", args[3] if len(args) > 3 else "eval")
-            ranking = evaluate_recommender(
-                self.model,
-                self.ranking_split,
-                ks=(10,),
-                num_beams=max(10, self.num_beams),
-                batch_size=self.eval_batch,
-                show_progress=False,
+            # Trainer autocasts its own loss evaluation only: beam search needs it too
+            precision = torch.autocast(
+                self.args.device.type, dtype=torch.bfloat16, enabled=self.args.bf16
             )
+            with precision:
+                ranking = self._rank_validation()
             output.metrics.update({f"{prefix}_{k}": v for k, v in ranking.items() if "@" in k})
         return output
+
+    def _rank_validation(self) -> dict:
+        return evaluate_recommender(
+            self.model,
+            self.ranking_split,
+            ks=(10,),
+            num_beams=max(10, self.num_beams),
+            batch_size=self.eval_batch,
+            show_progress=False,
+        )
 
 
 def _stage_args(
@@ -349,17 +384,24 @@ def train_recommender(
     train_rows = sample_users(splits["train"], settings.max_train_users, seed)
     valid_rows = sample_users(splits["validation"], settings.max_eval_users, eval_seed)
     train_users = set(train_rows["user_id"])
-    rec_train = data.recommendation(train_rows)
+    if settings.layout not in ("packed", "per-prefix"):
+        raise ValueError(f"layout must be 'packed' or 'per-prefix', got {settings.layout!r}")
+    if settings.layout == "packed":
+        rec_train = data.packed(train_rows, settings.packing_stride)
+    else:
+        rec_train = data.recommendation(train_rows)
     # validation loss does not depend on the order: sorted, its batches carry little padding
     rec_valid = data.recommendation(valid_rows).sort("length")
     joint = [rec_train]
     if settings.alignment:
-        seen = {i for h in train_rows["history"] for i in h} | set(train_rows["target"])
-        joint.append(
-            data.alignment(
-                items.filter(lambda i: i in seen, input_columns="item_id"), content_attributes
-            )
-        )
+        if settings.alignment_items == "all":
+            aligned = items
+        else:  # the items the training users interacted with
+            seen = {i for h in train_rows["history"] for i in h} | set(train_rows["target"])
+            aligned = items.filter(lambda i: i in seen, input_columns="item_id")
+        if settings.alignment_max_items and len(aligned) > settings.alignment_max_items:
+            aligned = aligned.shuffle(seed=seed).select(range(settings.alignment_max_items))
+        joint.append(data.alignment(aligned, content_attributes))
     if impressions is not None:  # click logs: the scoring task learns from real impressions
         joint.append(data.scoring(data.logged_impressions(impressions)))
     elif settings.scoring_negatives > 0:
@@ -437,6 +479,11 @@ def train_recommender(
         "seconds": round(time.time() - start, 1),
         "num_train_users": len(train_users),
         "num_examples": {"joint": len(joint_ds), "recommendation": len(rec_train)},
+        "num_tokens": {
+            "joint": sum(joint_ds["length"]),
+            "recommendation": sum(rec_train["length"]),
+        },
+        "layout": settings.layout,
     }
 
 

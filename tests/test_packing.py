@@ -1,0 +1,127 @@
+"""Packed recommendation training is the per-prefix objective in one causal pass per user."""
+
+import pytest
+import torch
+from datasets import Dataset
+from transformers import set_seed
+
+from store_hf.data import leave_one_out
+from store_hf.modeling_store import StoreForGenerativeRec, StoreTokenizerModel
+from store_hf.packing import packed_templates, packing_windows, user_sequences
+from store_hf.rec_training import RecCollator, RecInstructionData
+
+V, K, N = 3, 8, 30
+
+
+@pytest.fixture(scope="module", params=["tiny-opt", "tiny-llama"])
+def packed_rec(request):
+    set_seed(0)
+    tok_model, tok = StoreTokenizerModel.from_backbone(
+        request.param, content_attributes=["title"], num_dense_tokens=V, codebook_size=K
+    )
+    codes = torch.randint(0, K, (N, V), generator=torch.Generator().manual_seed(0))
+    rec = StoreForGenerativeRec.from_tokenizer_model(
+        tok_model,
+        tok,
+        [f"i{j}" for j in range(N)],
+        codes,
+        lora_r=4,
+        lora_alpha=8,
+        lora_dropout=0.0,
+        max_history=20,
+        templates=packed_templates(tok_model.config.templates),
+    ).add_lora()
+    # LoRA B starts at 0: give it weights so that LoRA gradients depend on the inputs
+    for name, p in rec.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(p, std=0.02)
+    return rec.eval(), tok
+
+
+def _sequences(lengths):
+    rng = torch.Generator().manual_seed(1)
+    seqs = [[f"i{j}" for j in torch.randint(0, N, (n,), generator=rng).tolist()] for n in lengths]
+    return seqs
+
+
+def _rows(seqs):
+    """Per-prefix training rows of these whole training sequences (history <= 20)."""
+    rows = [
+        {"user_id": f"u{u}", "history": seq[max(0, t - 20) : t], "target": seq[t]}
+        for u, seq in enumerate(seqs)
+        for t in range(1, len(seq))
+    ]
+    return Dataset.from_list(rows)
+
+
+def _loss_and_grads(model, examples):
+    """Summed token loss over the examples, one forward each, and the summed gradients."""
+    model.zero_grad()
+    total = 0.0
+    collate = RecCollator(model._pad_id())
+    for ex in examples:
+        batch = collate([ex])
+        loss = model(**batch, num_items_in_batch=1).loss  # the sum over labelled tokens
+        loss.backward()
+        total += loss.item()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    return total, grads
+
+
+def test_packed_loss_and_gradients_equal_the_per_prefix_ones(packed_rec):
+    model, tok = packed_rec
+    rows = _rows(_sequences([2, 3, 5, 8, 21]))  # every sequence within max_history + 1 items
+    data = RecInstructionData(model, tok)
+    packed, per_prefix = data.packed(rows), data.recommendation(rows)
+    assert len(packed) == 5 and len(per_prefix) == len(rows)
+    labelled = lambda ds: sum(sum(x != -100 for x in ex["labels"]) for ex in ds)  # noqa: E731
+    assert labelled(packed) == labelled(per_prefix) == len(rows) * V
+    # far fewer tokens for the same supervision
+    assert sum(packed["length"]) < 0.5 * sum(per_prefix["length"])
+    loss_p, grads_p = _loss_and_grads(model, packed)
+    loss_r, grads_r = _loss_and_grads(model, per_prefix)
+    assert loss_p == pytest.approx(loss_r, rel=1e-5)
+    assert grads_p.keys() == grads_r.keys() and any("lora_A" in n for n in grads_p)
+    for name in grads_p:
+        torch.testing.assert_close(grads_p[name], grads_r[name], rtol=1e-4, atol=1e-6)
+
+
+def test_the_inference_prompt_is_the_training_context(packed_rec):
+    model, tok = packed_rec
+    seq = ["i3", "i7", "i1", "i4"]
+    packed = RecInstructionData(model, tok).packed(_rows([seq]))[0]
+    prompt = model._history_prompts([seq[:3]])[0]  # what recommend() feeds for this history
+    assert packed["input_ids"][: len(prompt)] == prompt
+    assert packed["labels"][len(prompt) :] == packed["input_ids"][len(prompt) :]
+
+
+def test_per_prefix_templates_are_refused(packed_rec):
+    model, tok = packed_rec
+    with pytest.raises(ValueError, match="rec_suffix"):
+        model.config.prompt_token_ids["rec_suffix"] = [5]
+        try:
+            RecInstructionData(model, tok).packed(_rows([["i1", "i2"]]))
+        finally:
+            model.config.prompt_token_ids["rec_suffix"] = []
+
+
+def test_long_sequences_are_windowed_so_every_item_is_learnt_once():
+    for n in range(2, 120):
+        windows = packing_windows(n, max_history=20)
+        supervised = [j for start, stop, first in windows for j in range(first, stop)]
+        assert supervised == list(range(1, n))
+        assert all(stop - start <= 21 for start, stop, _ in windows)
+        # after the first window, every supervised item keeps >= 11 items of history
+        assert all(j - start >= 11 for start, stop, first in windows[1:] for j in range(first, stop))
+    assert packing_windows(1, 20) == [] and packing_windows(21, 20) == [(0, 21, 1)]
+
+
+def test_user_sequences_rebuild_the_training_part(embedded):
+    splits = leave_one_out(embedded, max_history=20)
+    train = splits["train"].select(range(200))
+    users, seqs = user_sequences(train["user_id"], train["history"], train["target"])
+    by_user = dict(zip(embedded.sequences["user_id"], embedded.sequences["item_ids"]))
+    for user, seq in zip(users[:-1], seqs[:-1]):  # the last user may be cut by select()
+        assert seq == by_user[user][:-2]
+    with pytest.raises(ValueError, match="not consecutive"):
+        user_sequences(["a", "b", "a"], [["x"], ["y"], ["x"]], ["z", "z", "z"])
