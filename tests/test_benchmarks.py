@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 SECTIONS = ("trie_step", "beam_search", "recommend", "tokenizer_paths", "scoring", "encode")
 
@@ -63,6 +65,22 @@ def test_quality_ranks_every_system_on_the_same_users(tmp_path):
         assert row["test_users"] == 16 and row["seeds"] == [0], system
         assert all(0.0 <= row[f"recall@{k}"] <= 1.0 for k in (1, 5, 10, 20)), system
         assert row["ndcg@10"] <= row["recall@10"] and row["ndcg@10_std"] is None
+    # per-user ranks of every system on the same users, in the same order
+    results = {s: json.loads((work / f"{s}-seed0" / "result.json").read_text()) for s in table}
+    users = results["store"]["user_id"]
+    assert len(users) == 16 and all(r["user_id"] == users for r in results.values())
+    for system, result in results.items():
+        ranks = result["ranks"]
+        assert len(ranks) == 16 and all(r >= 0 for r in ranks), system
+        assert sum(0 < r <= 10 for r in ranks) / 16 == table[system]["recall@10"], system
+        low, high = table[system]["recall@10_ci95"]
+        assert low <= table[system]["recall@10"] <= high, system
+        if system != "store":  # paired tests against the reference system
+            test = table[system]["versus_store"]["recall@10"]
+            assert 0.0 <= test["p_value"] <= 1.0 and 0.0 <= test["mcnemar"]["p_value"] <= 1.0
+            assert test["difference"] == pytest.approx(
+                table["store"]["recall@10"] - table[system]["recall@10"]
+            )
     # the pipeline ranked the same 16 users: its most-popular numbers are the harness's
     evaluate = json.loads((work / "store-seed0" / "evaluate" / "metrics.json").read_text())
     pipeline_pop = evaluate["systems"]["MostPopular"]
@@ -81,6 +99,7 @@ def test_quality_ranks_every_system_on_the_same_users(tmp_path):
     lcrec = table["lcrec"]["commands"][0]
     assert "mode='position'" in lcrec and str(no_dt) in lcrec
     md = (out / "quality-scientific-tiny.md").read_text()
+    assert "## Intervals and paired tests" in md and "within noise" in md
     assert "| store-no-cbs |" in md and "--reuse-stages-from" in md
     assert "--semantic-ids llm-rqvae" in md
     # a rerun takes the finished results instead of training again
@@ -95,3 +114,17 @@ def test_quality_ranks_every_system_on_the_same_users(tmp_path):
     rows = json.loads((out / "quality-scientific-tiny.json").read_text())["systems"]
     assert {s: r["seeds"] for s, r in rows.items()} == {s: [0] for s in table}
     assert not (work / "store-seed1").exists()
+
+
+def test_packing_benchmark_prints_both_ratios(tmp_path):
+    cmd = [sys.executable, "benchmarks/packing.py", "--backbone", "tiny-llama", "--users", "8"]
+    cmd += ["--threads", "1", "--output-dir", str(tmp_path)]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads((tmp_path / "packing.json").read_text())
+    packed, prefix = report["layouts"]["packed"], report["layouts"]["per-prefix"]
+    # the same supervision (every training target's codes) in far fewer tokens
+    assert packed["supervised_tokens_per_epoch"] == prefix["supervised_tokens_per_epoch"]
+    assert report["ratios"]["tokens"] > 3  # wall time on a tiny model is overhead: only > 0
+    assert math.isfinite(report["ratios"]["wall_time"]) and report["ratios"]["wall_time"] > 0
+    assert "Per-prefix / packed" in (tmp_path / "packing.md").read_text()

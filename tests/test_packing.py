@@ -112,7 +112,9 @@ def test_long_sequences_are_windowed_so_every_item_is_learnt_once():
         assert supervised == list(range(1, n))
         assert all(stop - start <= 21 for start, stop, _ in windows)
         # after the first window, every supervised item keeps >= 11 items of history
-        assert all(j - start >= 11 for start, stop, first in windows[1:] for j in range(first, stop))
+        assert all(
+            j - start >= 11 for start, stop, first in windows[1:] for j in range(first, stop)
+        )
     assert packing_windows(1, 20) == [] and packing_windows(21, 20) == [(0, 21, 1)]
 
 
