@@ -419,22 +419,36 @@ def train_recommender(
     code_params = [p for n, p in model.named_parameters() if n.endswith("code_weight")]
     start = time.time()
 
-    joint_args = _stage_args(output_dir / "joint", settings, seed, settings.joint_epochs)
-    joint_trainer = Trainer(
+    by_ndcg = settings.early_stopping_metric != "loss"
+    # stage 1 validates at the cadence of stage 2 (no early stopping): the learning curves of
+    # both stages show whether more training would help
+    joint_eval = evaluation_steps(len(joint_ds), settings, settings.joint_epochs)
+    joint_args = _stage_args(
+        output_dir / "joint",
+        settings,
+        seed,
+        settings.joint_epochs,
+        eval_strategy="steps" if len(rec_valid) else "no",
+        eval_steps=joint_eval,
+    )
+    joint_trainer = RecTrainer(
         model=model,
         args=joint_args,
         train_dataset=joint_ds,
+        eval_dataset=rec_valid if len(rec_valid) else None,
         data_collator=collator,
         optimizers=(
             two_rate_optimizer(model, code_params, joint_args, settings.code_learning_rate),
             None,
         ),
+        ranking_split=valid_rows if by_ndcg else None,
+        num_beams=settings.num_beams,
+        eval_batch=settings.eval_batch_size,
     )
     joint_trainer.train(
         resume_from_checkpoint=_resume(output_dir / "joint", resume_from_checkpoint)
     )
 
-    by_ndcg = settings.early_stopping_metric != "loss"
     metric = "eval_ndcg@10" if by_ndcg else "eval_loss"
     eval_steps = evaluation_steps(len(rec_train), settings, settings.num_epochs)
     rec_args = _stage_args(

@@ -40,7 +40,7 @@ def _plots(folder: Path, tokenizer_log, rec_log, systems) -> list[str]:
         logger.warning("matplotlib is not installed (pip install store-hf[plot]): no plots")
         return []
     made = []
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
+    fig, axes = plt.subplots(1, 3, figsize=(15, 3.5))
     steps = [(h["step"], h["loss"]) for h in tokenizer_log if "loss" in h]
     if steps:
         axes[0].plot(*zip(*steps))
@@ -54,6 +54,17 @@ def _plots(folder: Path, tokenizer_log, rec_log, systems) -> list[str]:
             axes[1].plot(*zip(*pts), "o-", label=f"{stage} validation")
     axes[1].set(title="recommender", xlabel="step", ylabel="loss")
     axes[1].legend()
+    # validation ranking quality over both stages (stage 2 continues stage 1's step count)
+    offset = 0
+    for stage, log in rec_log.items():
+        metric = next((m for m in ("eval_ndcg@10", "eval_loss") if any(m in h for h in log)), None)
+        if metric:
+            pts = [(offset + h["step"], h[metric]) for h in log if metric in h]
+            axes[2].plot(*zip(*pts), "o-", label=f"{stage}: {metric[5:]}")
+        offset += max((h.get("step", 0) for h in log), default=0)
+    axes[2].set(title="validation (learning curve)", xlabel="step (both stages)")
+    if axes[2].lines:
+        axes[2].legend()
     fig.tight_layout()
     fig.savefig(folder / "training_curves.png", dpi=100)
     plt.close(fig)
