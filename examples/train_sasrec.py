@@ -20,6 +20,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
+from transformers import set_seed
 
 from store_hf.baselines import MostPopular, SASRec, SASRecConfig
 from store_hf.data import (
@@ -71,6 +72,7 @@ def main() -> None:
     logging.getLogger("datasets").setLevel(logging.WARNING)
     if args.threads:
         torch.set_num_threads(args.threads)
+    set_seed(args.seed)  # torch, numpy and random, before anything is built
 
     started = time.perf_counter()
     dataset = read_dataset(args.dataset) if args.dataset else load_embedded_dataset()

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from transformers import set_seed
 
 from store_hf.baselines import MostPopular
 from store_hf.baselines.rqvae import RQVAE, RQVAEConfig
@@ -110,6 +111,7 @@ def main() -> None:
     logging.getLogger("datasets").setLevel(logging.WARNING)
     if args.threads:
         torch.set_num_threads(args.threads)
+    set_seed(args.seed)  # torch, numpy and random, before anything is built
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     seconds: dict[str, float] = {}

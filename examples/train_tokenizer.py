@@ -15,7 +15,7 @@ import logging
 import time
 from pathlib import Path
 
-import torch
+from transformers import set_seed
 
 from store_hf.collators import DenseTokenizerCollator, tokenize_items
 from store_hf.data import load_embedded_dataset, read_dataset
@@ -57,7 +57,7 @@ def main() -> None:
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
 
-    torch.manual_seed(args.seed)
+    set_seed(args.seed)  # torch, numpy and random, before the model and its LoRA are built
     preset = get_preset(args.preset, **({"backbone": args.backbone} if args.backbone else {}))
     dataset = read_dataset(args.dataset) if args.dataset else load_embedded_dataset()
     items = dataset.items.shuffle(seed=args.seed)

@@ -102,6 +102,15 @@ def test_quality_ranks_every_system_on_the_same_users(tmp_path):
     assert "## Intervals and paired tests" in md and "within noise" in md
     assert "| store-no-cbs |" in md and "--reuse-stages-from" in md
     assert "--semantic-ids llm-rqvae" in md
+    # ranking speed per precision and batch size, and bf16 vs fp32 agreement, on that run
+    bench = [sys.executable, "benchmarks/evaluation.py", str(work / "store-seed0"), "--users", "8"]
+    bench += ["--batch-sizes", "4,8", "--output-dir", str(out)]
+    proc = subprocess.run(bench, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    evaluation = json.loads((out / "evaluation.json").read_text())
+    assert set(evaluation["users_per_second"]) == {"float32", "bfloat16"}
+    assert all(v > 0 for r in evaluation["users_per_second"].values() for v in r.values())
+    assert 0.0 <= evaluation["agreement"]["same_target_rank"] <= 1.0
     # a rerun takes the finished results instead of training again
     again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and "started" not in again.stderr
