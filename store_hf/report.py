@@ -9,6 +9,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from .data.describe import format_statistics
 
 logger = logging.getLogger(__name__)
@@ -83,6 +85,41 @@ def _plots(folder: Path, tokenizer_log, rec_log, systems) -> list[str]:
     return made
 
 
+def _uncertainty(ranks_file: Path) -> list[str]:
+    """Report lines: 95% bootstrap intervals over the test users for R@10 / N@10 of every
+    system, and a paired bootstrap of STORE against each other system on the same users."""
+    from .metrics import bootstrap_interval, paired_bootstrap, per_user_metric
+
+    if not ranks_file.is_file():  # folders evaluated before ranks were kept
+        return []
+    ranks = {k: np.asarray(v) for k, v in _read(ranks_file)["ranks"].items()}
+    metrics = ("recall@10", "ndcg@10")
+    values = {s: {m: per_user_metric(r, m) for m in metrics} for s, r in ranks.items()}
+    lines = [
+        "| system | R@10 [95% interval] | N@10 [95% interval] | STORE - system (R@10), p |",
+        "|---|---|---|---|",
+    ]
+    for system, per_user in values.items():
+        cells = []
+        for m in metrics:
+            low, high = bootstrap_interval(per_user[m])
+            cells.append(f"{per_user[m].mean():.4f} [{low:.4f}, {high:.4f}]")
+        if system == "STORE" or "STORE" not in values:
+            paired = "reference"
+        else:
+            t = paired_bootstrap(values["STORE"]["recall@10"], per_user["recall@10"])
+            verdict = "within noise" if t["p_value"] >= 0.05 else "differ"
+            paired = f"{t['difference']:+.4f}, p={t['p_value']:.3g} ({verdict})"
+        lines.append(f"| {system} | " + " | ".join(cells) + f" | {paired} |")
+    return [
+        "Intervals over the test users (bootstrap, 10,000 resamples); paired bootstrap on the "
+        "same users (`evaluate/ranks.json` has every user's target rank):",
+        "",
+        *lines,
+        "",
+    ]
+
+
 def write_report(pipeline, folder: Path) -> dict[str, Any]:
     """Gather the finished stages of ``pipeline`` into ``folder`` and the model card."""
     out = pipeline.out
@@ -118,6 +155,7 @@ def write_report(pipeline, folder: Path) -> dict[str, Any]:
         "",
         evaluation["note"] + ".",
         "",
+        *_uncertainty(pipeline.stage_dir("evaluate") / "ranks.json"),
         "## Dataset",
         "",
         "```text",

@@ -57,6 +57,7 @@ def test_every_stage_finishes_and_the_report_has_the_table(tiny_run, capsys):
         assert metrics["num_users"] == summary["systems"]["STORE"]["num_users"] > 0
     report = (out / "report.md").read_text()
     assert "| STORE |" in report and "| MostPopular |" in report and "Codebook" in report
+    assert "95% interval" in report and "p=" in report  # intervals and the paired test
     for png in ("training_curves.png", "recall_at_k.png", "cluster_sizes.png"):
         assert (out / "report" / png).stat().st_size > 1000
     codebook = json.loads((out / "codebook" / "statistics.json").read_text())
