@@ -10,7 +10,8 @@ Every system is scored by the same metric code (:mod:`store_hf.metrics`) on the 
 fixed ``--eval-seed`` that ``store-hf evaluate`` and the examples use too, so every system and
 training seed is ranked on the same people; every ranking is over the whole catalogue. Each
 system keeps the rank of every test user's target (0: not retrieved) in its ``result.json``.
-Writes ``benchmarks/results/quality-<dataset>-<preset>.md`` and ``.json``: R@10 and N@10 with a
+Writes ``benchmarks/results/quality-<dataset>-<preset>.md``, ``.json`` and ``-ranks.json`` (every
+system's per-user ranks by seed, in the order of ``user_id``): R@10 and N@10 with a
 95% bootstrap interval over users, a paired bootstrap test and an exact McNemar test (hits@10)
 of ``--reference`` (default ``store``) against every other row, Recall and NDCG at 1/5/10/20
 per system (mean over seeds, standard deviation where there are several), each system's
@@ -384,9 +385,11 @@ def markdown(info: dict, table: dict, title: str, reference: str | None) -> str:
         test = row.get(f"versus_{reference}", {}).get(m)
         if test is None:
             return "reference" if system == reference else "n/a"
+        # the bootstrap p has a resolution of 2 / resamples: 0 means below that
+        p = f"p={test['p_value']:.3g}" if test["p_value"] > 0 else "p<0.0002"
         return (
             f"{test['difference']:+.4f} [{test['low']:+.4f}, {test['high']:+.4f}], "
-            f"p={test['p_value']:.3g} ({_verdict(test, reference, system)})"
+            f"{p} ({_verdict(test, reference, system)})"
         )
 
     lines = [
@@ -512,6 +515,20 @@ def main() -> None:
     args.output_dir.mkdir(parents=True, exist_ok=True)
     (args.output_dir / f"{stem}.md").write_text(md)
     write_json_atomic(args.output_dir / f"{stem}.json", {"machine": info, "systems": table})
+    # every system's per-user target ranks (0: not retrieved), for later paired comparisons
+    ranked = {s: runs for s, runs in results.items() if all("ranks" in r for r in runs)}
+    if ranked:
+        write_json_atomic(
+            args.output_dir / f"{stem}-ranks.json",
+            {
+                "user_id": list(harness.test["user_id"]),
+                "eval_seed": args.eval_seed,
+                "ranks": {
+                    s: {str(r["seed"]): r["ranks"] for r in runs} for s, runs in ranked.items()
+                },
+            },
+            indent=None,
+        )
     print(md)
 
 

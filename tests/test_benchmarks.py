@@ -65,6 +65,8 @@ def test_quality_ranks_every_system_on_the_same_users(tmp_path):
         assert row["test_users"] == 16 and row["seeds"] == [0], system
         assert all(0.0 <= row[f"recall@{k}"] <= 1.0 for k in (1, 5, 10, 20)), system
         assert row["ndcg@10"] <= row["recall@10"] and row["ndcg@10_std"] is None
+    saved = json.loads((out / "quality-scientific-tiny-ranks.json").read_text())
+    assert set(saved["ranks"]) == set(table) and len(saved["user_id"]) == 16
     # per-user ranks of every system on the same users, in the same order
     results = {s: json.loads((work / f"{s}-seed0" / "result.json").read_text()) for s in table}
     users = results["store"]["user_id"]
