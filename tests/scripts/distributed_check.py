@@ -12,6 +12,7 @@ from datasets import DatasetDict
 from store_hf.data import load_embedded_dataset
 from store_hf.data.splits import leave_one_out
 from store_hf.modeling_store import StoreForGenerativeRec
+from store_hf.packing import packed_templates
 from store_hf.presets import get_preset
 from store_hf.rec_training import train_recommender
 from store_hf.tokenizer_training import (
@@ -45,7 +46,13 @@ embeddings = model.encode_items(
 gen = torch.Generator().manual_seed(0)
 codes = torch.randint(0, model.config.codebook_size, (len(dataset.items), 4), generator=gen)
 rec = StoreForGenerativeRec.from_tokenizer_model(
-    model, tokenizer, dataset.items["item_id"], codes, lora_r=4, lora_alpha=8
+    model,
+    tokenizer,
+    dataset.items["item_id"],
+    codes,
+    lora_r=4,
+    lora_alpha=8,
+    templates=packed_templates(model.config.templates),  # the tiny preset trains packed
 ).add_lora()
 splits = leave_one_out(dataset)
 splits = DatasetDict(
