@@ -72,6 +72,9 @@ rec_settings = replace(
     # the length-grouped sampler draws megabatches per process batch size, which differs
     # between the 1- and 2-process runs: plain random order makes them comparable
     group_by_length=False,
+    # one example per training target: every example has v labelled tokens, so the logged loss
+    # (Trainer averages the processes' token means) is comparable between 1 and 2 processes
+    layout="per-prefix",
 )
 result = train_recommender(
     rec,
