@@ -83,6 +83,9 @@ class RecStageSettings:
     alignment: bool = True  # the text-code alignment task (off: the ablation)
     alignment_items: str = "seen"  # "seen": items of the training users; "all": the catalogue
     alignment_max_items: int | None = None  # a seeded sample of those (None: all of them)
+    # item text tokens of an alignment example (None: the model's max_content_length); the
+    # alignment task on every item is most of stage 1's tokens on a large catalogue
+    alignment_max_length: int | None = None
     # initial code-token rows: "dense" (mean scaled dense token of each cluster's items, what
     # the tokenizer taught the LLM to read) or "random" (mean word embedding + noise)
     code_init: str = "dense"
@@ -215,9 +218,10 @@ PRESETS: dict[str, Preset] = {
             alignment_items="all",
             alignment_max_items=None,
             # sized to about 100 minutes on 2 cores: tokenizer ~20, encode ~4, stage 1
-            # (247k recommendation + 336k alignment tokens) ~32, stage 2 one epoch ~14, six
-            # validations (a beam search over 200 users each, ~1 min) and the 2,000 test users
-            # ~7; stage 2 stops after one validation without improvement
+            # (247k recommendation + ~190k alignment tokens, item text cut to 32 tokens) ~25,
+            # stage 2 one epoch ~14, six validations (a beam search over 200 users each, ~1 min)
+            # and the 2,000 test users ~7; stage 2 stops after one validation without improvement
+            alignment_max_length=32,
             num_epochs=1.0,
             evals_per_epoch=3,
             patience=1,

@@ -104,13 +104,16 @@ class RecInstructionData:
             return Dataset.from_dict({"input_ids": [], "labels": [], "length": []})
         return Dataset.from_list(rows)
 
-    def alignment(self, items: Dataset, content_attributes: list[str]) -> Dataset:
-        """One example per item: its content text -> its codes."""
+    def alignment(
+        self, items: Dataset, content_attributes: list[str], max_length: int | None = None
+    ) -> Dataset:
+        """One example per item: its content text (at most ``max_length`` tokens, default the
+        model's ``max_content_length``) -> its codes."""
         texts = [format_content(row, content_attributes) for row in items]
         text_ids = self.tokenizer(
             texts,
             truncation=True,
-            max_length=self.model.config.max_content_length,
+            max_length=max_length or self.model.config.max_content_length,
             add_special_tokens=False,
         )["input_ids"]
         codes = self._codes(items["item_id"])
@@ -401,7 +404,7 @@ def train_recommender(
             aligned = items.filter(lambda i: i in seen, input_columns="item_id")
         if settings.alignment_max_items and len(aligned) > settings.alignment_max_items:
             aligned = aligned.shuffle(seed=seed).select(range(settings.alignment_max_items))
-        joint.append(data.alignment(aligned, content_attributes))
+        joint.append(data.alignment(aligned, content_attributes, settings.alignment_max_length))
     if impressions is not None:  # click logs: the scoring task learns from real impressions
         joint.append(data.scoring(data.logged_impressions(impressions)))
     elif settings.scoring_negatives > 0:
