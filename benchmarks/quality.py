@@ -115,6 +115,7 @@ class Harness:
 
     # -- STORE and its ablations
     def _run_config(self, system: str, semantic_ids: str = "store", **recommender) -> RunConfig:
+        recommender = {**self.args.recommender, **recommender}
         if self.test_users != self.preset.recommender.max_test_users:
             recommender["max_test_users"] = self.test_users
         values = {
@@ -139,6 +140,9 @@ class Harness:
             cmd += f" --dataset {config.dataset}"
         if config.semantic_ids != "store":
             cmd += f" --semantic-ids {config.semantic_ids}"
+        overrides = {k: v for k, v in config.recommender.items() if k != "max_test_users"}
+        if overrides:  # given by a config file: `recommender:` with these keys
+            extra += f"  # recommender: {json.dumps(overrides)}"
         return f"{cmd} --output-dir {config.output_dir}{extra}"
 
     def _pipeline(
@@ -446,6 +450,18 @@ def markdown(info: dict, table: dict, title: str, reference: str | None) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _settings(text: str) -> dict:
+    """``key=value,...`` -> a dict, values read as JSON where they parse (numbers, null)."""
+    out = {}
+    for pair in filter(None, text.split(",")):
+        key, _, value = pair.partition("=")
+        try:
+            out[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.strip()] = value.strip()
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--systems", default=",".join(SYSTEMS), help="comma-separated")
@@ -466,6 +482,13 @@ def main() -> None:
     )
     p.add_argument(
         "--reference", default="store", help="the system every other row is compared with"
+    )
+    p.add_argument(
+        "--recommender",
+        type=_settings,
+        default={},
+        help="recommender settings of the STORE systems over the preset's, e.g. "
+        "'num_epochs=0.25,early_stopping_metric=loss' (part of their run identity)",
     )
     p.add_argument("--work-dir", type=Path, default=ROOT / "runs" / "quality")
     p.add_argument(
