@@ -27,7 +27,12 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.machine import machine_info  # noqa: E402
 from store_hf.backbones import native_bf16  # noqa: E402
 from store_hf.files import write_json_atomic  # noqa: E402
-from store_hf.metrics import mcnemar_test, per_user_metric, ranking_metrics  # noqa: E402
+from store_hf.metrics import (  # noqa: E402
+    mcnemar_test,
+    per_user_metric,
+    ranking_metrics,
+    target_ranks,
+)
 from store_hf.pipeline import Pipeline, RunConfig  # noqa: E402
 
 
@@ -36,9 +41,7 @@ def rank(model, test, k: int, beams: int, batch: int) -> tuple[np.ndarray, list,
     start = time.perf_counter()
     out = model.recommend(test["history"], k=k, num_beams=beams, batch_size=batch)
     speed = len(test) / (time.perf_counter() - start)
-    ranks = np.array(
-        [ids.index(t) + 1 if t in ids else 0 for ids, t in zip(out.item_ids, test["target"])]
-    )
+    ranks = target_ranks(out.item_ids, test["target"])  # 0 where not retrieved
     return ranks, [ids[:10] for ids in out.item_ids], speed
 
 

@@ -165,18 +165,18 @@ class Harness:
         return {
             "metrics": metrics,
             "eval_seconds": metrics.get("seconds"),
-            "ranks": self._aligned(ranks, out),
+            "ranks": self._aligned(ranks, out, "STORE"),
         }
 
-    def _aligned(self, ranks: dict, source: Path) -> list[int]:
-        """The ranks of a ``ranks.json`` in the harness' test-user order; the users must be the
-        harness' users, or the paired tests would compare different people."""
+    def _aligned(self, ranks: dict, source: Path, system: str | None = None) -> list[int]:
+        """The ranks of a ``ranks.json`` (those of ``system`` where it holds several) in the
+        harness' test-user order; the users must be the harness' users, or the paired tests
+        would compare different people."""
         if sorted(ranks["user_id"]) != sorted(self.test["user_id"]):
             raise RuntimeError(
                 f"{source}: ranked other test users than the harness ({len(ranks['user_id'])} "
                 f"vs {len(self.test)}); rerun it with the same --test-users and --eval-seed"
             )
-        system = next(iter(ranks["ranks"])) if isinstance(ranks["ranks"], dict) else None
         values = ranks["ranks"][system] if system else ranks["ranks"]
         by_user = dict(zip(ranks["user_id"], values))
         return [int(by_user[u]) for u in self.test["user_id"]]

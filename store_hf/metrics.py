@@ -170,16 +170,23 @@ def target_ranks(
     return ranks
 
 
+def _numeric_per_user(x: Any, name: str) -> np.ndarray:
+    """``x`` as a float64 ``(num_users,)`` array; ValueError naming ``name`` if it is not
+    numeric (or bool) or not 1-D."""
+    a = _to_numpy(x)
+    if a.dtype == object or not (
+        np.issubdtype(a.dtype, np.number) or np.issubdtype(a.dtype, np.bool_)
+    ):
+        raise ValueError(f"{name} must be numeric, got dtype {a.dtype}")
+    a = a.astype(np.float64)
+    if a.ndim != 1:
+        raise ValueError(f"{name} must be 1-D (num_users,), got shape {tuple(a.shape)}")
+    return a
+
+
 def _check_ranks(ranks: Any, name: str = "ranks") -> np.ndarray:
     """Validate 1-based ranks (0 or inf = not retrieved); return float64 with inf for misses."""
-    r = _to_numpy(ranks)
-    if r.dtype == object or not (
-        np.issubdtype(r.dtype, np.number) or np.issubdtype(r.dtype, np.bool_)
-    ):
-        raise ValueError(f"{name} must be numeric, got dtype {r.dtype}")
-    r = r.astype(np.float64)
-    if r.ndim != 1:
-        raise ValueError(f"{name} must be 1-D (num_users,), got shape {tuple(r.shape)}")
+    r = _numeric_per_user(ranks, name)
     if np.isnan(r).any():
         raise ValueError(f"{name} contains NaN; use 0 or inf for a target that was not retrieved")
     if (r < 0).any():
@@ -515,14 +522,7 @@ _PER_USER_METRICS = ("recall", "ndcg")
 
 def _check_values(values: Any, name: str) -> np.ndarray:
     """Validate per-user values: a non-empty 1-D numeric array without NaN / inf; float64."""
-    v = _to_numpy(values)
-    if v.dtype == object or not (
-        np.issubdtype(v.dtype, np.number) or np.issubdtype(v.dtype, np.bool_)
-    ):
-        raise ValueError(f"{name} must be numeric, got dtype {v.dtype}")
-    v = v.astype(np.float64)
-    if v.ndim != 1:
-        raise ValueError(f"{name} must be 1-D (num_users,), got shape {tuple(v.shape)}")
+    v = _numeric_per_user(values, name)
     if v.shape[0] == 0:
         raise ValueError(f"{name} is empty; at least one user is needed")
     if not np.isfinite(v).all():
