@@ -191,7 +191,7 @@ class Harness:
     def _position_constrained(self, system: str, semantic_ids: str = "store") -> dict:
         """The recommender of the run ``system`` with beam search constrained per position (any
         code valid at that position, LC-Rec's soft constraint) instead of the item trie."""
-        from store_hf.rec_training import evaluate_recommender
+        from store_hf.evaluation import evaluate_recommender
 
         pipeline, _ = self._pipeline(self._run_config(system, semantic_ids))
         settings = self.preset.recommender

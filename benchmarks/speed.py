@@ -46,11 +46,14 @@ from benchmarks import recommend as rec_bench  # noqa: E402
 from benchmarks import tokenizer_paths as tok_bench  # noqa: E402
 from benchmarks import trie as trie_bench  # noqa: E402
 from benchmarks.machine import machine_info  # noqa: E402
-from store_hf.collators import DenseTokenizerCollator, tokenize_items  # noqa: E402
 from store_hf.data import load_embedded_dataset  # noqa: E402
 from store_hf.prompts import left_pad  # noqa: E402
 from store_hf.tasks import default_task_setup  # noqa: E402
-from store_hf.tokenizer_training import item_texts  # noqa: E402
+from store_hf.training import (  # noqa: E402
+    DenseTokenizerCollator,
+    item_texts,  # noqa: E402
+    tokenize_items,
+)
 from store_hf.trie import CodeTrie, code_token_ids  # noqa: E402
 
 SECTIONS = ("trie_step", "beam_search", "recommend", "tokenizer_paths", "scoring", "encode")

@@ -17,14 +17,15 @@ from pathlib import Path
 
 from transformers import set_seed
 
-from store_hf.collators import DenseTokenizerCollator, tokenize_items
 from store_hf.data import load_embedded_dataset, read_dataset
 from store_hf.presets import PRESETS, get_preset
-from store_hf.tokenizer_training import (
+from store_hf.training import (
+    DenseTokenizerCollator,
     build_tokenizer_model,
     calibrate_placeholder_scaler,
     dense_information_gap,
     stage_training_arguments,
+    tokenize_items,
     train_dense_tokenizer,
 )
 

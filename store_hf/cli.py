@@ -98,6 +98,10 @@ def _run_config_from_args(args: argparse.Namespace):
         "semantic_ids": args.semantic_ids,
     }
     values.update({k: v for k, v in flags.items() if v is not None})
+    codebook = {"codebook_size": args.codebook_size, "pca_dim": args.pca_dim}
+    codebook = {k: v for k, v in codebook.items() if v is not None}
+    if codebook:  # flags over the config file's codebook settings
+        values["codebook"] = {**(values.get("codebook") or {}), **codebook}
     if "output_dir" not in values:
         raise PipelineError("give --output-dir (or output_dir in the config file)")
     return RunConfig.from_dict(values, source=args.config or "command line")
@@ -172,7 +176,13 @@ def _score(args: argparse.Namespace) -> int:
 def _push(args: argparse.Namespace) -> int:
     from .hub import push_to_hub
 
-    url = push_to_hub(_model_folder(args.folder), args.repo_id, private=args.private)
+    card = Path(args.folder) / "report" / "README.md"  # a run folder's model card
+    url = push_to_hub(
+        _model_folder(args.folder),
+        args.repo_id,
+        private=args.private,
+        model_card=card if card.is_file() else None,
+    )
     print(url)
     return 0
 
@@ -210,6 +220,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="store (default): the dense tokenizer + k-means; llm-rqvae: mean-pooled backbone "
         "embeddings + RQ-VAE; minilm-rqvae: TIGER's MiniLM + RQ-VAE codes (ablations)",
     )
+    run.add_argument(
+        "--codebook-size", type=int, help="k, codes per position (default: the preset's, 256)"
+    )
+    run.add_argument("--pca-dim", type=int, help="d, PCA size before k-means (default 32)")
     run.add_argument("--force", action="store_true", help="redo finished stages")
     run.add_argument(
         "--reuse-stages-from",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,24 @@ def write_json_atomic(path: str | os.PathLike, value: Any, indent: int = 2) -> P
     tmp.write_text(json.dumps(value, indent=indent, default=_json_default) + "\n")
     os.replace(tmp, path)
     return path
+
+
+def atomic_copy(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
+    """Copy ``src`` to ``dst`` through a temporary file beside ``dst`` and a rename."""
+    dst = Path(dst)
+    tmp = dst.with_name(f".{dst.name}.tmp")
+    shutil.copy(src, tmp)
+    os.replace(tmp, dst)
+    return dst
+
+
+def link_or_copy(src: str, dst: str) -> None:
+    """Hard-link ``src`` to ``dst`` (no extra disk; for files never modified in place), or copy
+    it where the file system does not allow links. A ``copy_function`` for ``shutil.copytree``."""
+    try:
+        os.link(src, dst)
+    except OSError:  # another file system, or links not supported
+        shutil.copy2(src, dst)
 
 
 def _json_default(value: Any) -> Any:

@@ -18,11 +18,14 @@ import json
 import logging
 import os
 import re
+import shutil
 import string
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from .files import link_or_copy
 
 logger = logging.getLogger(__name__)
 
@@ -398,6 +401,7 @@ def push_to_hub(
     private: bool = False,
     commit_message: str = "Upload STORE recommender",
     api: Any = None,
+    model_card: str | os.PathLike | None = None,
 ) -> str:
     """Upload a model folder to a Hub model repository (created if needed).
 
@@ -411,6 +415,9 @@ def push_to_hub(
         commit_message: message of the upload commit.
         api: an object with ``create_repo`` and ``upload_folder`` like
             ``huggingface_hub.HfApi`` (default: a new ``HfApi``); tests pass a stand-in.
+        model_card: a card to upload as the repository's ``README.md`` instead of the folder's
+            own (a run's card is ``report/README.md``: the report stage never writes into the
+            finished recommender stage).
 
     Returns:
         The URL of the upload commit (the repository URL if the API returns none).
@@ -422,6 +429,10 @@ def push_to_hub(
     import huggingface_hub
 
     folder = check_model_folder(folder)
+    if model_card is not None:
+        return _push_with_card(
+            folder, Path(model_card), repo_id, token, private, commit_message, api
+        )
     if not (folder / "README.md").is_file():
         logger.warning(
             "%s has no README.md: the Hub page will have no model card (write one with "
@@ -447,6 +458,21 @@ def push_to_hub(
         ignore_patterns=["__pycache__/*", "*.pyc", ".*"],  # caches, temp files of cards
     )
     return str(getattr(commit, "commit_url", None) or url)
+
+
+def _push_with_card(folder: Path, card: Path, repo_id, token, private, commit_message, api) -> str:
+    """Push ``folder`` with ``card`` as its README: a staging folder of hard links (copies
+    across file systems) holds both, so the upload is one commit."""
+    if not card.is_file():
+        raise FileNotFoundError(f"{card}: model card not found")
+    with tempfile.TemporaryDirectory(prefix="store-hf-push-") as staging:
+        stage = Path(staging) / folder.name
+        shutil.copytree(folder, stage, copy_function=link_or_copy, ignore=_UPLOAD_IGNORE)
+        shutil.copy(card, stage / "README.md")
+        return push_to_hub(stage, repo_id, token, private, commit_message, api)
+
+
+_UPLOAD_IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", ".*", "README.md")
 
 
 __all__ = [

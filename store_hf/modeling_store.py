@@ -529,7 +529,7 @@ class StoreTokenizerModel(StorePreTrainedModel):
         """Dense tokens of each item: the "text-to-token" entry point of the clusterer.
 
         Args:
-            texts: one content string per item (see ``store_hf.collators.format_content``).
+            texts: one content string per item (see ``store_hf.training.format_content``).
             tokenizer: the backbone's tokenizer.
             batch_size: items per forward pass (items are sorted by length to limit padding).
             bf16: run the backbone under bfloat16 autocast: for a GPU, or a CPU with

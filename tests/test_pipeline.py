@@ -39,6 +39,7 @@ def tiny_run(tmp_path_factory, embedded):
     root = tmp_path_factory.mktemp("pipeline")
     items, interactions = _write_generic(root / "data", embedded)
     args = ["run", "--preset", "tiny", "--output-dir", str(root / "out")]
+    args += ["--codebook-size", "32", "--pca-dim", "8"]  # not the defaults (256, 32)
     args += ["--dataset-format", "generic", "--items", str(items)]
     args += ["--interactions", str(interactions)]
     assert main(args) == 0
@@ -62,6 +63,14 @@ def test_every_stage_finishes_and_the_report_has_the_table(tiny_run, capsys):
         assert (out / "report" / png).stat().st_size > 1000
     codebook = json.loads((out / "codebook" / "statistics.json").read_text())
     assert codebook["collision_rate_after"] == 0.0
+    # the codebook settings given to `store-hf run` reach the codebook and the recommender
+    assert (codebook["codebook_size"], codebook["dim"]) == (32, 8)
+    assert all(p["used_clusters"] <= 32 for p in codebook["positions"])
+    from store_hf.modeling_store import StoreForGenerativeRec
+
+    rec = StoreForGenerativeRec.from_pretrained(out / "recommender" / "model")
+    assert rec.config.codebook_size == 32 and rec.num_codes == 4 * 32
+    assert int(rec.item_codes.max()) < 32
     # bf16 encoding exactly where the machine computes it natively (the preset leaves it open)
     assert json.loads((out / "encode" / "stage.json").read_text())["bf16"] == native_bf16()
 
@@ -146,7 +155,7 @@ def test_rqvae_semantic_ids_without_the_dense_tokenizer(tiny_run, tmp_path, sema
     if semantic_ids == "minilm-rqvae":  # TIGER's codes: what examples/train_tiger.py computes
         vectors = encode_texts(item_texts(pipeline.dataset.items))
         assert embeddings.shape == vectors.shape
-        expected = RQVAE(vectors.shape[1], RQVAEConfig(seed=0)).fit(vectors)
+        expected = RQVAE(vectors.shape[1], RQVAEConfig(seed=0, codebook_size=k)).fit(vectors)
         assert (codes == expected).all()
     rec = pipeline.load_recommender()
     if semantic_ids == "llm-rqvae":  # one mean-pooled state of the backbone per item
@@ -347,7 +356,7 @@ def test_runs_reproduce_from_their_seed(tiny_run, tmp_path):
     with the fixed evaluation seed, so both seeds are ranked on the same users."""
     from transformers import set_seed
 
-    from store_hf.tokenizer_training import build_tokenizer_model
+    from store_hf.training import build_tokenizer_model
 
     first, args = tiny_run
     out = args.index("--output-dir") + 1

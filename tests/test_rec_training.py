@@ -7,16 +7,11 @@ import torch
 from datasets import Dataset, DatasetDict, concatenate_datasets
 from transformers import Trainer
 
+from store_hf.evaluation import evaluate_recommender, evaluate_scoring
 from store_hf.modeling_store import StoreForGenerativeRec, StoreTokenizerModel
 from store_hf.presets import RecStageSettings
-from store_hf.rec_training import (
-    RecCollator,
-    RecInstructionData,
-    _stage_args,
-    evaluate_recommender,
-    evaluate_scoring,
-    train_recommender,
-)
+from store_hf.training import RecCollator, RecInstructionData, train_recommender
+from store_hf.training.recommender import _stage_args
 
 V, K, N = 3, 8, 24
 
@@ -158,7 +153,7 @@ def test_two_stage_training_learns_the_pattern(chain, tmp_path):
 
 
 def test_evaluation_cadence_leaves_early_stopping_room_to_act():
-    from store_hf.rec_training import evaluation_steps
+    from store_hf.training import evaluation_steps
 
     # the cpu preset's old stage 2: 620 rows in batches of 16 (39 steps), eval every 50 steps:
     # one evaluation, at the end; now at least patience + 1 evaluations

@@ -3,15 +3,17 @@
 import pytest
 import torch
 
-from store_hf.collators import DenseTokenizerCollator, format_content, tokenize_items
 from store_hf.modeling_store import StoreTokenizerModel
 from store_hf.presets import get_preset
 from store_hf.tasks import default_task_setup
-from store_hf.tokenizer_training import (
+from store_hf.training import (
+    DenseTokenizerCollator,
     build_tokenizer_model,
     dense_information_gap,
+    format_content,
     item_texts,
     stage_training_arguments,
+    tokenize_items,
     train_dense_tokenizer,
 )
 

@@ -14,12 +14,12 @@ from store_hf.data.splits import leave_one_out
 from store_hf.modeling_store import StoreForGenerativeRec
 from store_hf.packing import packed_templates
 from store_hf.presets import get_preset
-from store_hf.rec_training import train_recommender
-from store_hf.tokenizer_training import (
+from store_hf.training import (
     build_tokenizer_model,
     item_texts,
     stage_training_arguments,
     train_dense_tokenizer,
+    train_recommender,
 )
 
 out_dir = sys.argv[1]

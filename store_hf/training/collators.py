@@ -1,4 +1,5 @@
-"""From item rows to dense-tokenizer batches: content formatting, tokenisation, padding."""
+"""Batches of both training stages: item rows to dense-tokenizer batches (content formatting,
+tokenisation, padding), and padded instruction examples of the recommender."""
 
 from __future__ import annotations
 
@@ -10,7 +11,10 @@ import torch
 from datasets import Dataset
 from transformers import PreTrainedTokenizerBase
 
-from .configuration_store import StoreConfig
+from ..configuration_store import StoreConfig
+
+#: label of the tokens that carry no loss (prompts, padding): the ignore index of cross-entropy
+IGNORE = -100
 
 
 def format_content(row: Mapping[str, Any], attributes: Sequence[str]) -> str:
@@ -112,3 +116,22 @@ class DenseTokenizerCollator:
             "task_ids": torch.tensor(task_ids, dtype=torch.long),
             "labels": labels,
         }
+
+
+class RecCollator:
+    """Right-pads ``input_ids``/``labels`` into ``(B, L)`` tensors with an attention mask."""
+
+    def __init__(self, pad_token_id: int) -> None:
+        self.pad_token_id = pad_token_id
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        width = max(len(f["input_ids"]) for f in features)
+        ids = torch.full((len(features), width), self.pad_token_id, dtype=torch.long)
+        labels = torch.full((len(features), width), IGNORE, dtype=torch.long)
+        mask = torch.zeros((len(features), width), dtype=torch.long)
+        for row, f in enumerate(features):
+            n = len(f["input_ids"])
+            ids[row, :n] = torch.tensor(f["input_ids"])
+            labels[row, :n] = torch.tensor(f["labels"])
+            mask[row, :n] = 1
+        return {"input_ids": ids, "attention_mask": mask, "labels": labels}
