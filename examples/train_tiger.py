@@ -33,7 +33,6 @@ import torch
 from transformers import set_seed
 
 from store_hf.baselines import MostPopular
-from store_hf.baselines.rqvae import RQVAE, RQVAEConfig
 from store_hf.baselines.text_encoder import DEFAULT_MODEL, encode_texts, item_texts
 from store_hf.baselines.tiger import TIGER, TIGERConfig
 from store_hf.data import (
@@ -45,6 +44,7 @@ from store_hf.data import (
 )
 from store_hf.files import write_json_atomic
 from store_hf.metrics import ranking_metrics
+from store_hf.semantic_ids.rqvae import RQVAE, RQVAEConfig
 
 KS = (1, 5, 10, 20)
 #: ``paper``: TIGER's T5 (4 + 4 layers, 6 heads of 64) with d_ff 512; ``cpu``: 2 + 2 layers,

@@ -8,7 +8,6 @@ import logging
 import sys
 from pathlib import Path
 
-from .clustering import embedding_memory
 from .data import (
     DataFormatError,
     DataOptions,
@@ -18,6 +17,7 @@ from .data import (
 )
 from .data.describe import format_statistics
 from .presets import SEMANTIC_IDS
+from .semantic_ids import embedding_memory
 
 
 def _add_data_arguments(parser: argparse.ArgumentParser) -> None:

@@ -26,7 +26,6 @@ import torch
 from transformers import set_seed
 
 from .backbones import native_bf16, resolve_bf16
-from .clustering import SemanticCodebook
 from .data import DataOptions, load_embedded_dataset, read_dataset
 from .data.dataset import RecDataset
 from .data.splits import EVAL_SEED, leave_one_out, sample_users
@@ -38,6 +37,8 @@ from .presets import (
     TokenizerStageSettings,
     get_preset,
 )
+from .semantic_ids import SemanticCodebook, code_embeddings_from_dense
+from .semantic_ids import fit_rqvae as _fit_rqvae
 
 logger = logging.getLogger(__name__)
 
@@ -671,79 +672,6 @@ class Pipeline:
             if name == until:
                 break
         return self.out
-
-
-def _fit_rqvae(
-    embeddings: torch.Tensor,
-    item_ids: list[str],
-    num_positions: int,
-    codebook_size: int,
-    seed: int,
-    folder: Path,
-) -> dict[str, Any]:
-    """TIGER's quantiser on one embedding per item: ``num_positions - 1`` RQ-VAE levels of
-    ``codebook_size`` codes plus the collision position. Writes ``rqvae/`` (weights, codes, item
-    ids) into ``folder``; returns statistics in the keys of ``SemanticCodebook.statistics``."""
-    from safetensors.numpy import save_file as save_numpy
-    from safetensors.torch import save_file
-
-    from .baselines.rqvae import RQVAE, RQVAEConfig, code_statistics
-
-    if embeddings.ndim != 2:
-        raise PipelineError(
-            f"RQ-VAE codes need one embedding per item, got shape {tuple(embeddings.shape)}"
-        )
-    config = RQVAEConfig(num_levels=num_positions - 1, codebook_size=codebook_size, seed=seed)
-    rqvae = RQVAE(embeddings.shape[1], config)
-    codes = rqvae.fit(embeddings.numpy())
-    report = rqvae.report
-    if codes[:, -1].max() >= codebook_size:
-        raise PipelineError(
-            f"RQ-VAE: {report['max_group_size']} items share one code sequence, more than the "
-            f"{codebook_size} values of the collision position"
-        )
-    (folder / "rqvae").mkdir()
-    save_file(
-        {k: v.contiguous() for k, v in rqvae.state_dict().items()},
-        str(folder / "rqvae" / "rqvae.safetensors"),
-    )
-    save_numpy({"codes": codes}, str(folder / "rqvae" / "codes.safetensors"))
-    _write_json(folder / "rqvae" / "item_ids.json", list(item_ids))
-    final = code_statistics(codes, codebook_size)  # all positions, collision position included
-    return {
-        "method": "rqvae",
-        "num_items": len(codes),
-        "num_positions": num_positions,
-        "codebook_size": codebook_size,
-        "dim": config.latent_dim,
-        "positions": [
-            {"position": p, "used_clusters": used, "utilisation": share}
-            for p, (used, share) in enumerate(zip(final["codes_used"], final["utilisation"]))
-        ],
-        "collision_rate_before": report["collision_rate"],
-        "collision_rate_after": final["collision_rate"],
-        "fit_seconds": report["seconds"],
-        "rqvae": {k: v for k, v in report.items() if k != "config"},
-    }
-
-
-@torch.no_grad()
-def code_embeddings_from_dense(
-    tokenizer_model, dense: torch.Tensor, codes: torch.Tensor, codebook_size: int
-) -> torch.Tensor:
-    """Initial code-token rows ``(v * k, dim)``: for code ``c`` at position ``p``, the mean
-    placeholder input (scaled dense token ``p``) of the items in that cluster.
-
-    The recommender thus starts by reading a code token the way the tokenizer taught the LLM to
-    read that cluster's dense tokens. Empty clusters get the mean over all items.
-    """
-    states = tokenizer_model.placeholder_scaler(dense.to(tokenizer_model.dtype)).float()
-    n, v, dim = states.shape
-    rows = (codes.long() + torch.arange(v) * codebook_size).reshape(-1)
-    sums = torch.zeros(v * codebook_size, dim).index_add_(0, rows, states.reshape(-1, dim))
-    counts = torch.bincount(rows, minlength=v * codebook_size).unsqueeze(1)
-    fallback = states.mean(0).repeat_interleave(codebook_size, dim=0)  # per position
-    return torch.where(counts > 0, sums / counts.clamp_min(1), fallback)
 
 
 __all__ = [

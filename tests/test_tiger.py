@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from store_hf.baselines.rqvae import RQVAE, RQVAEConfig, code_statistics, disambiguate, kmeans
 from store_hf.baselines.tiger import CODE_OFFSET, PAD, TIGER, TIGERConfig
+from store_hf.semantic_ids.rqvae import RQVAE, RQVAEConfig, code_statistics, disambiguate, kmeans
 from store_hf.trie import TrieLogitsProcessor
 
 

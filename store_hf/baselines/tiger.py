@@ -1,6 +1,6 @@
 """TIGER (Rajput et al., NeurIPS 2023): generative retrieval of semantic IDs with a small T5.
 
-Every item is a tuple of ``v`` codes (its semantic ID, from :mod:`store_hf.baselines.rqvae`:
+Every item is a tuple of ``v`` codes (its semantic ID, from :mod:`store_hf.semantic_ids.rqvae`:
 3 RQ-VAE codes + 1 collision code). The recommender is a transformers
 ``T5ForConditionalGeneration`` trained from scratch:
 
@@ -130,7 +130,7 @@ class TIGER:
 
     Args:
         item_ids: the catalogue, in a fixed order; row ``j`` of ``codes`` is ``item_ids[j]``.
-        codes: ``(N, v)`` integer semantic IDs, unique rows (use :func:`rqvae.disambiguate`).
+        codes: ``(N, v)`` integer semantic IDs, unique rows (use :func:`store_hf.semantic_ids.disambiguate`).
         config: :class:`TIGERConfig`.
         codebook_size: ``k``, code tokens per position; default ``codes.max() + 1``. One ``k``
             serves every position (the trie's token layout), so a collision position smaller
