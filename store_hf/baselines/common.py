@@ -103,22 +103,21 @@ def length_batches(
 
 def train_epochs(
     module: torch.nn.Module,
-    epochs: int,
+    config: Any,
     train_epoch: Callable[[], dict],
     validate: Callable[[], Mapping[str, float] | None],
-    *,
-    patience: int,
-    monitor: str,
     log: list[dict],
     name: str,
     callback: Callable[[dict], None] | None = None,
 ) -> None:
-    """Up to ``epochs`` passes of ``train_epoch`` (returns the epoch's log entries, e.g.
+    """Up to ``config.epochs`` passes of ``train_epoch`` (returns the epoch's log entries, e.g.
     ``{"loss": ...}``), each followed by ``validate`` (metrics, or ``None`` without validation
-    data); stops early on ``monitor`` (:class:`EarlyStopping`), then loads the best weights
-    into ``module`` and leaves it in eval mode. Each epoch's entry is appended to ``log``."""
+    data); stops early on ``config.monitor`` after ``config.patience`` epochs without a gain
+    (:class:`EarlyStopping`), then loads the best weights into ``module`` and leaves it in eval
+    mode. Each epoch's entry is appended to ``log`` and passed to ``callback``."""
+    patience, monitor = config.patience, config.monitor
     stopper = EarlyStopping(patience)
-    for epoch in range(1, epochs + 1):
+    for epoch in range(1, config.epochs + 1):
         started = time.perf_counter()
         module.train()
         entry = {"epoch": epoch, **train_epoch()}

@@ -410,17 +410,7 @@ class SASRec(nn.Module):
             return ranking_metrics(ranks, sorted({10, monitor_k}))
 
         model.fit_log = []
-        train_epochs(
-            model,
-            config.epochs,
-            train_epoch,
-            validate,
-            patience=config.patience,
-            monitor=config.monitor,
-            log=model.fit_log,
-            name="sasrec",
-            callback=callback,
-        )
+        train_epochs(model, config, train_epoch, validate, model.fit_log, "sasrec", callback)
         return model
 
     # ---- persistence ---------------------------------------------------------------------------

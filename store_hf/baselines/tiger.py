@@ -410,17 +410,7 @@ class TIGER:
             return None if valid is None else model.evaluate(valid, sorted({10, monitor_k}))
 
         model.fit_log = []
-        train_epochs(
-            net,
-            config.epochs,
-            train_epoch,
-            validate,
-            patience=config.patience,
-            monitor=config.monitor,
-            log=model.fit_log,
-            name="tiger",
-            callback=callback,
-        )
+        train_epochs(net, config, train_epoch, validate, model.fit_log, "tiger", callback)
         return model
 
     # ---- persistence ---------------------------------------------------------------------------
