@@ -38,8 +38,7 @@ from store_hf.baselines.tiger import TIGER, TIGERConfig
 from store_hf.data import (
     EVAL_SEED,
     leave_one_out,
-    load_embedded_dataset,
-    read_dataset,
+    load_dataset_or_embedded,
     sample_users,
 )
 from store_hf.files import write_json_atomic
@@ -121,7 +120,7 @@ def main() -> None:
         logging.info("%s done in %.1f s", name, seconds[name])
 
     started = t = time.perf_counter()
-    dataset = read_dataset(args.dataset) if args.dataset else load_embedded_dataset()
+    dataset = load_dataset_or_embedded(args.dataset)
     splits = leave_one_out(dataset, max_history=args.max_history)
     lap("load_and_split", t)
 

@@ -12,8 +12,7 @@ from .data import (
     DataFormatError,
     DataOptions,
     available_formats,
-    load_embedded_dataset,
-    read_dataset,
+    load_dataset_or_embedded,
 )
 from .data.describe import format_statistics
 from .presets import SEMANTIC_IDS
@@ -46,9 +45,7 @@ def load_from_args(args: argparse.Namespace):
         kcore=args.kcore,
         consecutive_duplicates=args.consecutive_duplicates,
     )
-    if args.path is None and args.items is None and args.interactions is None:
-        return load_embedded_dataset(options)
-    return read_dataset(
+    return load_dataset_or_embedded(
         args.path,
         format=args.format,
         items=args.items,
