@@ -4,7 +4,6 @@ __version__ = "0.1.0"
 
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
-from .clustering import SemanticCodebook
 from .configuration_store import StoreConfig
 from .modeling_store import (
     RecommendationOutput,
@@ -12,6 +11,7 @@ from .modeling_store import (
     StoreTokenizerModel,
     StoreTokenizerOutput,
 )
+from .semantic_ids import SemanticCodebook
 from .trie import CodeTrie, TrieLogitsProcessor
 
 AutoConfig.register("store", StoreConfig)

@@ -8,16 +8,15 @@ import logging
 import sys
 from pathlib import Path
 
-from .clustering import embedding_memory
 from .data import (
     DataFormatError,
     DataOptions,
     available_formats,
-    load_embedded_dataset,
-    read_dataset,
+    load_dataset_or_embedded,
 )
 from .data.describe import format_statistics
 from .presets import SEMANTIC_IDS
+from .semantic_ids import embedding_memory
 
 
 def _add_data_arguments(parser: argparse.ArgumentParser) -> None:
@@ -46,9 +45,7 @@ def load_from_args(args: argparse.Namespace):
         kcore=args.kcore,
         consecutive_duplicates=args.consecutive_duplicates,
     )
-    if args.path is None and args.items is None and args.interactions is None:
-        return load_embedded_dataset(options)
-    return read_dataset(
+    return load_dataset_or_embedded(
         args.path,
         format=args.format,
         items=args.items,

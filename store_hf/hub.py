@@ -25,7 +25,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .files import link_or_copy
+from .files import atomic_write, link_or_copy
 
 logger = logging.getLogger(__name__)
 
@@ -287,16 +287,7 @@ def write_model_card(
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: no such model folder")
     text = render_model_card(context, template)
-    path = folder / "README.md"
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".README.md.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(folder / "README.md", text)
 
 
 def extract_usage_snippet(card_text: str, repo_id: str | os.PathLike | None = None) -> str:

@@ -12,7 +12,6 @@ beside the code it drives (:func:`store_hf.training.train_tokenizer_stage`,
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
@@ -24,13 +23,12 @@ import numpy as np
 import torch
 
 from .backbones import native_bf16, resolve_bf16
-from .clustering import SemanticCodebook
 from .data.dataset import RecDataset
 from .data.splits import leave_one_out, sample_users
 from .files import write_json_atomic
-from .presets import CodebookSettings
 from .run_config import RUN_FILE, PipelineError, RunConfig, read_yaml_settings
 from .run_folder import RunFolder
+from .semantic_ids import SemanticCodebook
 
 logger = logging.getLogger(__name__)
 
@@ -198,6 +196,8 @@ class Pipeline:
 
     def _codebook(self, folder: Path) -> dict[str, Any]:
         embeddings, item_ids = self._embeddings()
+        from .semantic_ids import fit_codebook_stage
+
         return fit_codebook_stage(
             folder,
             embeddings,
@@ -301,130 +301,12 @@ class Pipeline:
         return self.out
 
 
-def fit_codebook_stage(
-    folder: Path,
-    embeddings: torch.Tensor,
-    item_ids: list[str],
-    settings: CodebookSettings,
-    method: str,
-    num_positions: int,
-    seed: int,
-) -> dict[str, Any]:
-    """The pipeline's codebook stage: semantic IDs of every item from its embeddings.
-
-    Args:
-        embeddings: ``(num_items, v, hidden)`` dense tokens (``method="store"``: PCA + k-means
-            per position, saved as ``folder/codebook``) or ``(num_items, hidden)`` (the RQ-VAE
-            methods, saved as ``folder/rqvae``).
-        settings: the codebook's settings (``k``, PCA size, k-means options).
-        num_positions: ``v``, codes per item (RQ-VAE: ``v - 1`` levels + the collision code).
-
-    Returns:
-        the stage summary; ``folder/statistics.json`` holds the full statistics.
-    """
-    if method != "store":
-        stats = _fit_rqvae(
-            embeddings, item_ids, num_positions, settings.codebook_size, seed, folder
-        )
-    else:
-        codebook = SemanticCodebook(seed=seed, **dataclasses.asdict(settings)).fit(
-            embeddings.numpy(), item_ids
-        )
-        codebook.save_pretrained(folder / "codebook")
-        stats = codebook.statistics()
-        try:
-            codebook.plot_cluster_sizes(folder / "cluster_sizes.png")
-        except ImportError as e:  # matplotlib is an optional extra
-            logger.warning("no cluster-size plot: %s", e)
-    write_json_atomic(folder / "statistics.json", stats)
-    return {
-        "utilisation": [p["utilisation"] for p in stats["positions"]],
-        "collision_rate_before": stats["collision_rate_before"],
-        "collision_rate_after": stats["collision_rate_after"],
-        "fit_seconds": stats["fit_seconds"],
-    }
-
-
-def _fit_rqvae(
-    embeddings: torch.Tensor,
-    item_ids: list[str],
-    num_positions: int,
-    codebook_size: int,
-    seed: int,
-    folder: Path,
-) -> dict[str, Any]:
-    """TIGER's quantiser on one embedding per item: ``num_positions - 1`` RQ-VAE levels of
-    ``codebook_size`` codes plus the collision position. Writes ``rqvae/`` (weights, codes, item
-    ids) into ``folder``; returns statistics in the keys of ``SemanticCodebook.statistics``."""
-    from safetensors.numpy import save_file as save_numpy
-    from safetensors.torch import save_file
-
-    from .baselines.rqvae import RQVAE, RQVAEConfig, code_statistics
-
-    if embeddings.ndim != 2:
-        raise PipelineError(
-            f"RQ-VAE codes need one embedding per item, got shape {tuple(embeddings.shape)}"
-        )
-    config = RQVAEConfig(num_levels=num_positions - 1, codebook_size=codebook_size, seed=seed)
-    rqvae = RQVAE(embeddings.shape[1], config)
-    codes = rqvae.fit(embeddings.numpy())
-    report = rqvae.report
-    if codes[:, -1].max() >= codebook_size:
-        raise PipelineError(
-            f"RQ-VAE: {report['max_group_size']} items share one code sequence, more than the "
-            f"{codebook_size} values of the collision position"
-        )
-    (folder / "rqvae").mkdir()
-    save_file(
-        {k: v.contiguous() for k, v in rqvae.state_dict().items()},
-        str(folder / "rqvae" / "rqvae.safetensors"),
-    )
-    save_numpy({"codes": codes}, str(folder / "rqvae" / "codes.safetensors"))
-    write_json_atomic(folder / "rqvae" / "item_ids.json", list(item_ids))
-    final = code_statistics(codes, codebook_size)  # all positions, collision position included
-    return {
-        "method": "rqvae",
-        "num_items": len(codes),
-        "num_positions": num_positions,
-        "codebook_size": codebook_size,
-        "dim": config.latent_dim,
-        "positions": [
-            {"position": p, "used_clusters": used, "utilisation": share}
-            for p, (used, share) in enumerate(zip(final["codes_used"], final["utilisation"]))
-        ],
-        "collision_rate_before": report["collision_rate"],
-        "collision_rate_after": final["collision_rate"],
-        "fit_seconds": report["seconds"],
-        "rqvae": {k: v for k, v in report.items() if k != "config"},
-    }
-
-
-@torch.no_grad()
-def code_embeddings_from_dense(
-    tokenizer_model, dense: torch.Tensor, codes: torch.Tensor, codebook_size: int
-) -> torch.Tensor:
-    """Initial code-token rows ``(v * k, dim)``: for code ``c`` at position ``p``, the mean
-    placeholder input (scaled dense token ``p``) of the items in that cluster.
-
-    The recommender thus starts by reading a code token the way the tokenizer taught the LLM to
-    read that cluster's dense tokens. Empty clusters get the mean over all items.
-    """
-    states = tokenizer_model.placeholder_scaler(dense.to(tokenizer_model.dtype)).float()
-    n, v, dim = states.shape
-    rows = (codes.long() + torch.arange(v) * codebook_size).reshape(-1)
-    sums = torch.zeros(v * codebook_size, dim).index_add_(0, rows, states.reshape(-1, dim))
-    counts = torch.bincount(rows, minlength=v * codebook_size).unsqueeze(1)
-    fallback = states.mean(0).repeat_interleave(codebook_size, dim=0)  # per position
-    return torch.where(counts > 0, sums / counts.clamp_min(1), fallback)
-
-
 __all__ = [
     "RUN_FILE",
     "STAGES",
     "Pipeline",
     "PipelineError",
     "RunConfig",
-    "code_embeddings_from_dense",
     "native_bf16",
     "read_yaml_settings",
 ]

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .data import DataOptions, load_embedded_dataset, read_dataset
+from .data import DataOptions, load_dataset_or_embedded
 from .data.dataset import RecDataset
 from .data.splits import EVAL_SEED
 from .presets import SEMANTIC_IDS, Preset, get_preset
@@ -118,15 +118,12 @@ class RunConfig:
         return sorted(k for k in set(saved) | set(mine) if saved.get(k) != mine.get(k))
 
     def load_dataset(self) -> RecDataset:
-        options = DataOptions(kcore=self.kcore)
-        if self.dataset is None and self.items is None and self.interactions is None:
-            return load_embedded_dataset(options)
-        return read_dataset(
+        return load_dataset_or_embedded(
             self.dataset,
             format=self.dataset_format,
             items=self.items,
             interactions=self.interactions,
-            options=options,
+            options=DataOptions(kcore=self.kcore),
         )
 
 

@@ -109,3 +109,12 @@ def test_encoding_and_gzip_errors_name_the_file(tmp_path, embedded):
     items.write_text("item_id,title\n1,press\n")
     with pytest.raises(DataFormatError, match=r"interactions.jsonl.gz: corrupt gzip file"):
         read_dataset(items=items, interactions=bad_gz, format="generic")
+
+
+def test_load_dataset_or_embedded_reads_the_embedded_set_when_nothing_is_named(embedded):
+    from store_hf.data import load_dataset_or_embedded
+
+    ds = load_dataset_or_embedded(options=DataOptions(kcore=None))
+    assert (ds.num_items, ds.num_users) == (embedded.num_items, embedded.num_users)
+    with pytest.raises(DataFormatError):
+        load_dataset_or_embedded(items="only-items.json")

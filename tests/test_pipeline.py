@@ -133,8 +133,8 @@ def test_rqvae_semantic_ids_without_the_dense_tokenizer(tiny_run, tmp_path, sema
     recipe), then the same recommender, evaluation and report."""
     from safetensors.torch import load_file
 
-    from store_hf.baselines.rqvae import RQVAE, RQVAEConfig
     from store_hf.baselines.text_encoder import encode_texts, item_texts
+    from store_hf.semantic_ids.rqvae import RQVAE, RQVAEConfig
 
     out, args = tiny_run
     flags = [a for a in args if a != "run"]
