@@ -49,7 +49,7 @@ from benchmarks.machine import machine_info  # noqa: E402
 from store_hf.collators import DenseTokenizerCollator, tokenize_items  # noqa: E402
 from store_hf.data import load_embedded_dataset  # noqa: E402
 from store_hf.prompts import left_pad  # noqa: E402
-from store_hf.tasks import default_task_setup  # noqa: E402
+from store_hf.templates import default_task_setup  # noqa: E402
 from store_hf.tokenizer_training import item_texts  # noqa: E402
 from store_hf.trie import CodeTrie, code_token_ids  # noqa: E402
 

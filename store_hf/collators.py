@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,16 +10,7 @@ from datasets import Dataset
 from transformers import PreTrainedTokenizerBase
 
 from .configuration_store import StoreConfig
-
-
-def format_content(row: Mapping[str, Any], attributes: Sequence[str]) -> str:
-    """The content block text, e.g. ``"title: Digital caliper; brand: Mitutoyo"``.
-
-    Empty attributes are left out. The result is never empty: an item with no content text gives
-    ``"(no text)"`` so that it still receives dense tokens.
-    """
-    parts = [f"{a}: {row[a]}" for a in attributes if row.get(a)]
-    return "; ".join(parts) if parts else "(no text)"
+from .templates import format_content
 
 
 def tokenize_items(

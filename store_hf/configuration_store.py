@@ -5,39 +5,12 @@ from __future__ import annotations
 from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
-#: Task kinds of the dense tokenizer's post-pretraining (paper Table 2).
-RECONSTRUCTION = "reconstruction"
-GENERATION = "generation"
+from .templates import DEFAULT_TEMPLATES, GENERATION, RECONSTRUCTION, default_tasks
 
 #: LoRA target modules per backbone family: every attention and MLP projection.
 LORA_TARGETS = {
     "opt": ["q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"],
     "llama": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-}
-
-
-def default_tasks(
-    content_attributes: list[str], target_attributes: list[str]
-) -> list[dict[str, str]]:
-    """One task per target attribute: reconstruction if it is part of the content, else generation."""
-    return [
-        {"attribute": a, "kind": RECONSTRUCTION if a in content_attributes else GENERATION}
-        for a in target_attributes
-    ]
-
-
-#: Instruction templates of the generative recommender (paper Figures 5 and 7). Code tokens
-#: and item text are inserted between the pieces in token space, so no piece holds a field.
-DEFAULT_TEMPLATES = {
-    "rec_prefix": "A user bought these items, oldest first:",
-    "rec_suffix": "\nThe next item is:",
-    "align_prefix": "Item description:",
-    "align_suffix": "\nThe item's tokens are:",
-    "score_prefix": "A user bought these items, oldest first:",
-    "score_candidate": "\nCandidate item:",
-    "score_suffix": "\nWill the user buy the candidate? Answer yes or no:",
-    "answer_yes": " yes",
-    "answer_no": " no",
 }
 
 
@@ -144,4 +117,4 @@ class StoreConfig(PreTrainedConfig):
         return self.text_config.hidden_size
 
 
-__all__ = ["DEFAULT_TEMPLATES", "StoreConfig"]
+__all__ = ["StoreConfig"]

@@ -770,7 +770,7 @@ class StoreForGenerativeRec(StorePreTrainedModel, GenerationMixin):
             attn_implementation=backbone.config._attn_implementation,
             **settings,
         )
-        from .prompts import tokenize_templates
+        from .templates import tokenize_templates
 
         config.prompt_token_ids = tokenize_templates(config.templates, text_tokenizer)
         model = cls(config, backbone=backbone)

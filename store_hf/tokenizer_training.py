@@ -14,7 +14,7 @@ from .backbones import resolve_bf16
 from .collators import DenseTokenizerCollator, format_content, tokenize_items
 from .modeling_store import StoreTokenizerModel
 from .presets import Preset, TokenizerStageSettings
-from .tasks import default_task_setup
+from .templates import default_task_setup
 
 logger = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ import torch
 from store_hf.collators import DenseTokenizerCollator, format_content, tokenize_items
 from store_hf.modeling_store import StoreTokenizerModel
 from store_hf.presets import get_preset
-from store_hf.tasks import default_task_setup
+from store_hf.templates import default_task_setup
 from store_hf.tokenizer_training import (
     build_tokenizer_model,
     dense_information_gap,

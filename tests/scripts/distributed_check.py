@@ -12,9 +12,9 @@ from datasets import DatasetDict
 from store_hf.data import load_embedded_dataset
 from store_hf.data.splits import leave_one_out
 from store_hf.modeling_store import StoreForGenerativeRec
-from store_hf.packing import packed_templates
 from store_hf.presets import get_preset
 from store_hf.rec_training import train_recommender
+from store_hf.templates import packed_templates
 from store_hf.tokenizer_training import (
     build_tokenizer_model,
     item_texts,
