@@ -410,7 +410,7 @@ def section_encode(ctx: Context, size: dict) -> dict:
     texts = item_texts(ctx.dataset.items.select(range(n)), model.config.content_attributes)
 
     def encode(bf16: bool):
-        return model.encode_items(texts, tokenizer, batch_size=bs, bf16=bf16, show_progress=False)
+        return model.encode_items(texts, tokenizer, batch_size=bs, bf16=bf16)
 
     # the agreement check is the warm-up of both
     agree = float(torch.nn.functional.cosine_similarity(encode(False), encode(True), -1).min())

@@ -444,8 +444,11 @@ class Pipeline:
             bf16 = False
             embeddings = torch.from_numpy(encode_texts(sentence_texts(items)))
         else:
+            from .item_encoding import encode_items
+
             model, tokenizer = self._load_tokenizer_model()
-            embeddings = model.encode_items(
+            embeddings = encode_items(
+                model,
                 item_texts(items, model.config.content_attributes),
                 tokenizer,
                 batch_size=self.preset.tokenizer.encode_batch_size,

@@ -3,14 +3,14 @@
 The template texts live in ``templates``; here code tokens and item text are spliced between
 their pieces as token ids, so prompts need no string parsing, and a saved recommender (which
 stores the pieces as ids in its config) builds them without a text tokenizer. This module is shipped with the model through
-``trust_remote_code``: it imports only torch and its sibling ``trie``.
+``trust_remote_code``: it imports only torch and its sibling ``code_tokens``.
 """
 
 from __future__ import annotations
 
 import torch
 
-from .trie import code_token_ids
+from .code_tokens import code_token_ids
 
 
 class PromptBuilder:
