@@ -35,15 +35,19 @@ class StoreConfig(PreTrainedConfig):
             (``lora_target_modules=None``: every attention and MLP projection of the family).
         lora_active: whether the weights carry unmerged LoRA adapters (set by ``add_lora`` and
             ``merge_lora``; lets ``from_pretrained`` rebuild them).
-        codebook_size / codebook_dim: k-means clusters per position (k) and PCA components (d).
+        codebook_size: ``k``, k-means clusters per position (the codes' range). The clusterer's
+            other settings (PCA components, ...) belong to the codebook, not to the model.
         code_token_offset: id of the first code token in the recommender's vocabulary (the
             backbone's vocabulary size); code ``c`` of position ``p`` is token
             ``code_token_offset + p * codebook_size + c``. Set by ``StoreForGenerativeRec``.
         item_ids: the catalogue, in the row order of the recommender's ``item_codes`` buffer.
-        templates: instruction templates of the recommender (see ``DEFAULT_TEMPLATES``).
+        templates: instruction templates of the recommender (see ``templates.DEFAULT_TEMPLATES``).
         prompt_token_ids: the templates' pieces as token ids, so that a saved recommender builds
-            its prompts without a text tokenizer; ``answer_token_ids`` are the "yes"/"no" tokens
-            of the scoring mode.
+            its prompts without a text tokenizer (``answer_yes``/``answer_no`` are the scoring
+            mode's tokens).
+
+    Configs saved before ``codebook_dim`` and ``answer_token_ids`` were dropped (no model read
+    them) still load: unknown keys of a ``config.json`` are kept as plain attributes.
         max_history: items of a user's history kept in a prompt (the most recent ones).
     """
 
@@ -63,12 +67,10 @@ class StoreConfig(PreTrainedConfig):
     lora_target_modules: list[str] | None = None
     lora_active: bool = False
     codebook_size: int = 256
-    codebook_dim: int = 32
     code_token_offset: int | None = None
     item_ids: list[str] | None = None
     templates: dict[str, str] | None = None
     prompt_token_ids: dict[str, list[int]] | None = None
-    answer_token_ids: list[int] | None = None
     max_history: int = 20
 
     def __post_init__(self, **kwargs):

@@ -1,8 +1,8 @@
 """Decoding of STORE's generative recommender: beam search over code positions, top-k items
 and the yes/no scoring mode.
 
-These are the bodies of :meth:`StoreForGenerativeRec.beam_search_codes`, ``recommend`` and
-``score``, kept apart from the model definition as transformers keeps ``generate`` apart from
+These functions are :meth:`StoreForGenerativeRec.beam_search_codes`, ``recommend`` and
+``score`` (the model binds them as methods), kept apart from the model definition as transformers keeps ``generate`` apart from
 its models. They read the model through its forward pass, its ``trie`` (the catalogue's code
 tuples, built once) and its prompt builder. Shipped with saved models through
 ``trust_remote_code``: torch, transformers and relative imports only.
@@ -51,7 +51,8 @@ def constrained_beam_search(
     num_beams: int,
     mode: str = "trie",
 ) -> tuple[torch.LongTensor, torch.FloatTensor]:
-    """Constrained beam search over the ``v`` code positions with one prefill per prompt.
+    """Constrained beam search over the ``v`` code positions with one prefill per prompt
+    (``StoreForGenerativeRec.beam_search_codes``).
 
     Stock ``generate`` repeats each prompt ``num_beams`` times before the prefill; here the
     prompt runs once and its KV cache is repeated across the beams. Scores are the same as
@@ -148,7 +149,21 @@ def recommend_items(
     batch_size: int = 16,
     mode: str = "trie",
 ) -> RecommendationOutput:
-    """Top-``k`` next items for each user history; see :meth:`StoreForGenerativeRec.recommend`."""
+    """Top-``k`` next items for each user history (``StoreForGenerativeRec.recommend``).
+
+    Beam search over the code positions (``num_beams`` defaults to ``k``, prompts in batches of
+    ``batch_size``); when several items share a code sequence (collision resolution off) each
+    of them is returned, so hits are counted per item. In ``mode="position"`` beams that are not
+    real items are skipped.
+
+    Args:
+        model: a :class:`StoreForGenerativeRec`.
+        histories: per user, item ids, oldest first.
+
+    Returns:
+        :class:`RecommendationOutput` (``scores`` ``(num_users, k)``, ``codes``
+        ``(num_users, num_beams, v)``).
+    """
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     num_beams = max(num_beams or k, 1)
@@ -173,8 +188,16 @@ def recommend_items(
 def score_candidates(
     model, histories: list[list[str]], candidates: list[str], batch_size: int = 32
 ) -> torch.FloatTensor:
-    """Yes-probability of each (history, candidate) pair ``(B,)``; see
-    :meth:`StoreForGenerativeRec.score`."""
+    """Scoring mode (paper Figure 7, ``StoreForGenerativeRec.score``): the probability that each
+    user takes the candidate, ``softmax([logit_yes, logit_no])[0]`` at the last prompt position.
+
+    Args:
+        model: a :class:`StoreForGenerativeRec`.
+        histories: ``B`` item-id histories, oldest first; ``candidates``: ``B`` item ids.
+
+    Returns:
+        ``(B,)`` float probabilities on the CPU.
+    """
     if len(histories) != len(candidates):
         raise ValueError(f"{len(histories)} histories but {len(candidates)} candidates")
     was_training = model.training

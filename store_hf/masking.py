@@ -9,6 +9,10 @@ Inside a block attention is causal. Across blocks only two edges exist: the dens
 whole content block, and the task block sees the whole placeholder block. Everything the task
 block learns about the item must therefore pass through the placeholders, which are filled with
 the dense tokens' last-layer outputs (the dual forward).
+
+The literal (paper) path of ``StoreTokenizerModel.forward(path="literal")`` is here too
+(:func:`literal_inputs`, :func:`cascaded_forward`, :func:`literal_forward`): it is the only user
+of this mask, the default fast path needs none. Shipped with saved models (torch only).
 """
 
 from __future__ import annotations
@@ -142,28 +146,32 @@ def cascaded_forward(
 
 def literal_forward(
     model,
-    content_input_ids: torch.LongTensor,
-    content_attention_mask: torch.LongTensor,
+    inputs_embeds: torch.Tensor,
+    block_ids: torch.LongTensor,
     task_item_index: torch.LongTensor,
-    task_ids: torch.LongTensor,
-    labels: torch.LongTensor,
+    num_items: int,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The dual forward: run the literal sequence, fill the placeholders with the scaled
-    dense-token outputs, run it again.
+    """The dual forward of :func:`literal_inputs`' sequences: run them, fill the placeholders with
+    the scaled dense-token outputs, run them again.
+
+    Args:
+        inputs_embeds / block_ids: ``(num_samples, L, dim)`` / ``(num_samples, L)`` from
+            :func:`literal_inputs`.
+        task_item_index: ``(num_samples,)`` item of each sample; ``num_items``: items in the batch.
 
     Returns:
         ``dense`` ``(num_items, v, dim)`` dense-token states (one row per item) and the task
         block's states ``(num_samples, T, dim)``, as the fast path returns them.
     """
-    v, c = model.config.num_dense_tokens, content_input_ids.shape[1]
-    embeds, block_ids = literal_inputs(
-        model, content_input_ids, content_attention_mask, task_item_index, task_ids, labels
+    v = model.config.num_dense_tokens
+    c = int((block_ids[0] == DENSE).int().argmax())  # content width: every row is padded to it
+    dense = cascaded_forward(model, inputs_embeds, block_ids)[:, c : c + v]
+    placeholders = model.placeholder_scaler(dense).to(inputs_embeds.dtype)
+    filled = torch.cat(
+        [inputs_embeds[:, : c + v], placeholders, inputs_embeds[:, c + 2 * v :]], dim=1
     )
-    dense = cascaded_forward(model, embeds, block_ids)[:, c : c + v]
-    placeholders = model.placeholder_scaler(dense).to(embeds.dtype)
-    filled = torch.cat([embeds[:, : c + v], placeholders, embeds[:, c + 2 * v :]], dim=1)
     second = cascaded_forward(model, filled, block_ids)
     # Every sample of an item computed the same dense states; keep one row per item.
-    item_dense = dense.new_zeros(content_input_ids.shape[0], *dense.shape[1:])
+    item_dense = dense.new_zeros(num_items, *dense.shape[1:])
     item_dense[task_item_index] = dense
     return item_dense, second[:, c + 2 * v :]

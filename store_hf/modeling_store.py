@@ -32,7 +32,7 @@ from .generation_store import (
 )
 from .layers_store import CodeTokenEmbedding, CodeTokenHead, PlaceholderScaler, labelled_token_loss
 from .lora_store import inject_lora, merge_lora
-from .masking import literal_forward
+from .masking import literal_forward, literal_inputs
 from .prompts import PromptBuilder, left_pad
 from .trie import CodeTrie, TrieLogitsProcessor
 
@@ -346,9 +346,11 @@ class StoreTokenizerModel(StorePreTrainedModel):
             dense = self.encode_dense(content_input_ids, content_attention_mask)
             states = self.decode_states(dense[task_item_index], task_ids, labels)
         elif path == "literal":
-            dense, states = literal_forward(
+            embeds, block_ids = literal_inputs(
                 self, content_input_ids, content_attention_mask, task_item_index, task_ids, labels
             )
+            num_items = content_input_ids.shape[0]
+            dense, states = literal_forward(self, embeds, block_ids, task_item_index, num_items)
         else:
             raise ValueError(f"path must be 'fast' or 'literal', got {path!r}")
         loss = self._loss(states, labels, num_items_in_batch)
@@ -644,49 +646,12 @@ class StoreForGenerativeRec(StorePreTrainedModel, GenerationMixin):
         pad = self.config.text_config.pad_token_id
         return pad if pad is not None else 0
 
-    def beam_search_codes(
-        self,
-        input_ids: torch.LongTensor,
-        attention_mask: torch.LongTensor,
-        num_beams: int,
-        mode: str = "trie",
-    ) -> tuple[torch.LongTensor, torch.FloatTensor]:
-        """Constrained beam search over the ``v`` code positions with one prefill per prompt
-        (the prompt's KV cache is repeated across the beams; scores as ``generate``'s).
-
-        Args:
-            input_ids / attention_mask: ``(B, L)`` left-padded prompts.
-            mode: ``"trie"`` (only prefixes of real items) or ``"position"`` (any code of the
-                right position: the ablation).
-
-        Returns:
-            ``codes`` ``(B, num_beams, v)`` and ``scores`` ``(B, num_beams)``, best first
-            (``-inf`` for beams that found no valid sequence).
-        """
-        return constrained_beam_search(self, input_ids, attention_mask, num_beams, mode)
-
-    def recommend(
-        self,
-        histories: list[list[str]],
-        k: int = 10,
-        num_beams: int | None = None,
-        batch_size: int = 16,
-        mode: str = "trie",
-    ) -> RecommendationOutput:
-        """Top-``k`` next items for each user history (item ids, oldest first).
-
-        Beam search over the code positions (``num_beams`` defaults to ``k``); when several
-        items share a code sequence (collision resolution off) each of them is returned, so hits
-        are counted per item. In ``mode="position"`` beams that are not real items are skipped.
-        """
-        return recommend_items(self, histories, k, num_beams, batch_size, mode)
-
-    def score(
-        self, histories: list[list[str]], candidates: list[str], batch_size: int = 32
-    ) -> torch.FloatTensor:
-        """Scoring mode (paper Figure 7): the probability that each user takes the candidate,
-        ``softmax([logit_yes, logit_no])[0]`` at the last prompt position. Returns ``(B,)``."""
-        return score_candidates(self, histories, candidates, batch_size)
+    # beam_search_codes(input_ids, attention_mask, num_beams, mode="trie"),
+    # recommend(histories, k=10, num_beams=None, batch_size=16, mode="trie") and
+    # score(histories, candidates, batch_size=32): see generation_store for their documentation.
+    beam_search_codes = constrained_beam_search
+    recommend = recommend_items
+    score = score_candidates
 
 
 StoreConfig.register_for_auto_class("AutoConfig")
