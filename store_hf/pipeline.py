@@ -15,17 +15,15 @@ from __future__ import annotations
 import json
 import logging
 import os
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from .backbones import native_bf16, resolve_bf16
+from .backbones import native_bf16
 from .data.dataset import RecDataset
 from .data.splits import leave_one_out, sample_users
-from .files import write_json_atomic
 from .run_config import RUN_FILE, PipelineError, RunConfig, read_yaml_settings
 from .run_folder import RunFolder
 from .semantic_ids import SemanticCodebook
@@ -140,49 +138,18 @@ class Pipeline:
     def encode(self) -> Path:
         return self.folder.run_stage("encode", self._encode)
 
-    def _load_tokenizer_model(self):
-        from transformers import AutoTokenizer
-
-        from .modeling_store import StoreTokenizerModel
-
-        folder = self.require("tokenizer") / "model"
-        return StoreTokenizerModel.from_pretrained(folder), AutoTokenizer.from_pretrained(folder)
-
     def _encode(self, folder: Path) -> dict[str, Any]:
-        from safetensors.torch import save_file
+        from .item_encoding import encode_stage
 
-        from .training import item_texts
-
-        items = self.dataset.items
-        start = time.time()
-        bf16 = resolve_bf16(self.preset.tokenizer.encode_bf16)
-        if self.config.semantic_ids == "minilm-rqvae":
-            from .baselines.text_encoder import encode_texts
-            from .baselines.text_encoder import item_texts as sentence_texts
-
-            bf16 = False
-            embeddings = torch.from_numpy(encode_texts(sentence_texts(items)))
-        else:
-            model, tokenizer = self._load_tokenizer_model()
-            embeddings = model.encode_items(
-                item_texts(items, model.config.content_attributes),
-                tokenizer,
-                batch_size=self.preset.tokenizer.encode_batch_size,
-                bf16=bf16,
-                pooling="dense" if self.config.semantic_ids == "store" else "mean",
-            )
-        seconds = time.time() - start
-        if self.is_main:
-            save_file(
-                {"embeddings": embeddings.contiguous()}, str(folder / "embeddings.safetensors")
-            )
-            write_json_atomic(folder / "item_ids.json", list(items["item_id"]))
-        return {
-            "num_items": len(items),
-            "shape": list(embeddings.shape),
-            "items_per_second": round(len(items) / max(seconds, 1e-9), 1),
-            "bf16": bf16,
-        }
+        return encode_stage(
+            folder,
+            items=self.dataset.items,
+            method=self.config.semantic_ids,
+            tokenizer_dir=self.require("tokenizer") / "model",
+            batch_size=self.preset.tokenizer.encode_batch_size,
+            bf16=self.preset.tokenizer.encode_bf16,
+            is_main=self.is_main,
+        )
 
     def _embeddings(self) -> tuple[torch.Tensor, list[str]]:
         from safetensors.torch import load_file

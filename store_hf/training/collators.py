@@ -3,7 +3,6 @@ tokenisation, padding), and padded instruction examples of the recommender."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,19 +11,10 @@ from datasets import Dataset
 from transformers import PreTrainedTokenizerBase
 
 from ..configuration_store import StoreConfig
+from ..templates import format_content
 
 #: label of the tokens that carry no loss (prompts, padding): the ignore index of cross-entropy
 IGNORE = -100
-
-
-def format_content(row: Mapping[str, Any], attributes: Sequence[str]) -> str:
-    """The content block text, e.g. ``"title: Digital caliper; brand: Mitutoyo"``.
-
-    Empty attributes are left out. The result is never empty: an item with no content text gives
-    ``"(no text)"`` so that it still receives dense tokens.
-    """
-    parts = [f"{a}: {row[a]}" for a in attributes if row.get(a)]
-    return "; ".join(parts) if parts else "(no text)"
 
 
 def tokenize_items(

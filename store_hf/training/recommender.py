@@ -310,8 +310,8 @@ def train_recommender_stage(
     from transformers import AutoTokenizer
 
     from ..modeling_store import StoreTokenizerModel
-    from ..packing import packed_templates
     from ..semantic_ids import code_embeddings_from_dense
+    from ..templates import packed_templates
 
     tok_model = StoreTokenizerModel.from_pretrained(tokenizer_dir)
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)

@@ -15,7 +15,7 @@ from transformers import PreTrainedTokenizerBase, Trainer, TrainingArguments
 from ..files import write_json_atomic
 from ..modeling_store import StoreTokenizerModel
 from ..presets import Preset
-from ..tasks import default_task_setup
+from ..templates import default_task_setup
 from .arguments import stage_training_arguments, two_rate_optimizer
 from .collators import DenseTokenizerCollator, format_content, tokenize_items
 
