@@ -133,6 +133,10 @@ class TIGERConfig:
 class TIGER:
     """A T5 that generates the semantic ID of the next item.
 
+    (About 320 lines: one baseline's whole life cycle, build, train, rank, save and load, kept in
+    one class like SASRec's so that the two read side by side; the shared parts are in
+    :mod:`store_hf.baselines.common`.)
+
     Args:
         item_ids: the catalogue, in a fixed order; row ``j`` of ``codes`` is ``item_ids[j]``.
         codes: ``(N, v)`` integer semantic IDs, unique rows (use :func:`store_hf.semantic_ids.disambiguate`).
