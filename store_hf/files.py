@@ -3,7 +3,10 @@ later run would take for finished.
 
 * :func:`atomic_write`: bytes, text or a writer function -> a temporary file in the target's
   folder, then ``os.replace`` (atomic on POSIX and Windows within one file system).
-* :func:`write_json_atomic`: JSON (numpy scalars and arrays, paths and tensors converted).
+* :func:`write_json_atomic`: JSON (numpy scalars and arrays, paths and tensors converted);
+  :func:`read_json` reads it back, naming the file when it is not valid JSON.
+* :func:`file_checksums`: sizes and SHA-256 of every file of a folder, to tell later whether a
+  finished result was damaged.
 * :func:`save_tensors_and_config` / :func:`load_tensors_and_config`: the ``<name>.safetensors``
   + ``<name>.json`` pair every saved model of this package uses (semantic-ID codebooks, RQ-VAE,
   SASRec, TIGER), with a random fingerprint in both files that detects a pair from two saves.
@@ -14,6 +17,7 @@ from a Hub folder without this package installed, so they keep their own few lin
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -66,6 +70,72 @@ def write_json_atomic(path: str | os.PathLike, value: Any, indent: int | None = 
     """Write ``value`` as JSON to ``path`` through a temporary file and a rename; numpy scalars
     and arrays and paths are converted. Creates the parent folder. Returns the path."""
     return atomic_write(path, json.dumps(value, indent=indent, default=_json_default) + "\n")
+
+
+class CorruptFileError(ValueError):
+    """A file this package wrote (or reads) that cannot be parsed; the message names it."""
+
+
+def read_json(path: str | os.PathLike, hint: str = "") -> Any:
+    """The JSON value in ``path``.
+
+    Raises:
+        FileNotFoundError: no such file (the message names it).
+        CorruptFileError: not valid JSON or not UTF-8, e.g. a truncated file; the message names
+            the file, where parsing stopped and ``hint`` (what to do about it).
+    """
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: file not found") from None
+    except json.JSONDecodeError as e:
+        where = f"line {e.lineno} column {e.colno}: {e.msg}"
+        raise CorruptFileError(
+            f"{path}: not valid JSON ({where}){'; ' + hint if hint else ''}"
+        ) from None
+    except UnicodeDecodeError as e:
+        raise CorruptFileError(
+            f"{path}: not UTF-8 text ({e}){'; ' + hint if hint else ''}"
+        ) from None
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
+    """Hex SHA-256 of a file, read in 4 MiB chunks (constant memory for large weights)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def file_checksums(folder: str | os.PathLike, exclude: tuple[str, ...] = ()) -> dict[str, Any]:
+    """``{relative path: {"size": bytes, "sha256": hex}}`` of every file under ``folder``
+    (sorted; hidden files and names in ``exclude`` left out)."""
+    folder = Path(folder)
+    out = {}
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        rel = path.relative_to(folder).as_posix()
+        if rel in exclude or any(part.startswith(".") for part in path.relative_to(folder).parts):
+            continue
+        out[rel] = {"size": path.stat().st_size, "sha256": sha256_file(path)}
+    return out
+
+
+def damaged_files(folder: str | os.PathLike, recorded: dict[str, Any]) -> list[str]:
+    """The files of ``recorded`` (from :func:`file_checksums`) that are missing under
+    ``folder`` or differ in size or content."""
+    folder = Path(folder)
+    bad = []
+    for rel, expected in recorded.items():
+        path = folder / rel
+        if (
+            not path.is_file()
+            or path.stat().st_size != expected["size"]
+            or sha256_file(path) != expected["sha256"]
+        ):
+            bad.append(rel)
+    return bad
 
 
 def atomic_copy(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
@@ -191,8 +261,15 @@ def load_tensors_and_config(
 
 
 __all__ = [
+    "CorruptFileError",
+    "atomic_copy",
     "atomic_write",
+    "damaged_files",
+    "file_checksums",
+    "link_or_copy",
     "load_tensors_and_config",
+    "read_json",
     "save_tensors_and_config",
+    "sha256_file",
     "write_json_atomic",
 ]

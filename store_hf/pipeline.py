@@ -12,7 +12,6 @@ beside the code it drives (:func:`store_hf.training.train_tokenizer_stage`,
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from pathlib import Path
@@ -24,8 +23,9 @@ import torch
 from .backbones import native_bf16
 from .data.dataset import RecDataset
 from .data.splits import leave_one_out, sample_users
+from .files import read_json
 from .run_config import RUN_FILE, PipelineError, RunConfig, read_yaml_settings
-from .run_folder import RunFolder
+from .run_folder import STAGE_COMMANDS, RunFolder
 from .semantic_ids import SemanticCodebook
 
 logger = logging.getLogger(__name__)
@@ -47,9 +47,12 @@ class Pipeline:
     """
 
     def __init__(self, config: RunConfig, force: bool = False) -> None:
+        config.check()
         self.config = config
         self.preset = config.resolved_preset()
-        self.folder = RunFolder(config, force=force, distributed_stages=DISTRIBUTED_STAGES)
+        self.folder = RunFolder(
+            config, force=force, stages=STAGES, distributed_stages=DISTRIBUTED_STAGES
+        )
         self.out = self.folder.out
         self.force = force
         self._dataset: RecDataset | None = None
@@ -61,14 +64,20 @@ class Pipeline:
         return self.folder.is_main
 
     def claim_output_dir(self) -> None:
-        """Create the output folder, or check that it belongs to this run."""
-        self.folder.claim()
+        """Lock the output folder and create it, or check that it holds this run computed
+        from the same data (see :meth:`RunFolder.open`)."""
+        self.folder.open()
+
+    def _stage(self, name: str, body) -> Path:
+        with self.folder.session():  # one lock for a whole run, or for one stage command
+            return self.folder.run_stage(name, body)
 
     def reuse_stages(self, source: str | os.PathLike) -> list[str]:
         """Take the finished stages of ``SHAREABLE_STAGES`` from the run folder ``source``
         (a run whose settings differ from this one in ``recommender`` alone) instead of
         computing them again; returns the names taken. See :meth:`RunFolder.reuse`."""
-        return self.folder.reuse(source, SHAREABLE_STAGES)
+        with self.folder.session():
+            return self.folder.reuse(source, SHAREABLE_STAGES)
 
     def stage_dir(self, name: str) -> Path:
         return self.folder.stage_dir(name)
@@ -117,7 +126,7 @@ class Pipeline:
 
     # -- stages
     def tokenizer(self) -> Path:
-        return self.folder.run_stage("tokenizer", self._tokenizer)
+        return self._stage("tokenizer", self._tokenizer)
 
     def _tokenizer(self, folder: Path) -> dict[str, Any]:
         from .training import train_tokenizer_stage
@@ -131,12 +140,12 @@ class Pipeline:
             trained=self.config.semantic_ids == "store",
             seed=self.config.seed,
             eval_items=self.config.eval_tokenizer_items,
-            checkpoints=self.out / "checkpoints" / "tokenizer",
+            checkpoints=self.folder.checkpoints("tokenizer"),
             is_main=self.is_main,
         )
 
     def encode(self) -> Path:
-        return self.folder.run_stage("encode", self._encode)
+        return self._stage("encode", self._encode)
 
     def _encode(self, folder: Path) -> dict[str, Any]:
         from .item_encoding import encode_stage
@@ -156,10 +165,10 @@ class Pipeline:
 
         folder = self.require("encode")
         embeddings = load_file(str(folder / "embeddings.safetensors"))["embeddings"]
-        return embeddings, json.loads((folder / "item_ids.json").read_text())
+        return embeddings, read_json(folder / "item_ids.json", hint=self._redo("encode"))
 
     def codebook(self) -> Path:
-        return self.folder.run_stage("codebook", self._codebook)
+        return self._stage("codebook", self._codebook)
 
     def _codebook(self, folder: Path) -> dict[str, Any]:
         embeddings, item_ids = self._embeddings()
@@ -176,7 +185,7 @@ class Pipeline:
         )
 
     def recommender(self) -> Path:
-        return self.folder.run_stage("recommender", self._recommender)
+        return self._stage("recommender", self._recommender)
 
     def item_codes(self) -> tuple[list[str], np.ndarray, int]:
         """The finished codebook stage's catalogue: item ids, ``(num_items, v)`` codes and k."""
@@ -186,8 +195,8 @@ class Pipeline:
             return codebook.item_ids, codebook.codes, codebook.codebook_size
         from safetensors.numpy import load_file
 
-        stats = json.loads((folder / "statistics.json").read_text())
-        item_ids = json.loads((folder / "rqvae" / "item_ids.json").read_text())
+        stats = read_json(folder / "statistics.json", hint=self._redo("codebook"))
+        item_ids = read_json(folder / "rqvae" / "item_ids.json", hint=self._redo("codebook"))
         codes = load_file(str(folder / "rqvae" / "codes.safetensors"))["codes"]
         return item_ids, codes, stats["codebook_size"]
 
@@ -212,7 +221,7 @@ class Pipeline:
             splits=self.splits,
             items=self.dataset.items,
             settings=settings,
-            checkpoints=self.out / "checkpoints" / "recommender",
+            checkpoints=self.folder.checkpoints("recommender"),
             seed=self.config.seed,
             eval_seed=self.config.eval_seed,
             impressions=self.impressions("train"),
@@ -222,7 +231,7 @@ class Pipeline:
         )
 
     def evaluate(self) -> Path:
-        return self.folder.run_stage("evaluate", self._evaluate)
+        return self._stage("evaluate", self._evaluate)
 
     def _evaluate(self, folder: Path) -> dict[str, Any]:
         from .evaluation import evaluate_stage
@@ -239,7 +248,7 @@ class Pipeline:
         )
 
     def report(self) -> Path:
-        return self.folder.run_stage("report", self._report)
+        return self._stage("report", self._report)
 
     def _report(self, folder: Path) -> dict[str, Any]:
         from .report import RunSummary, write_report
@@ -256,15 +265,32 @@ class Pipeline:
         )
         return write_report(folder, run)
 
+    def _redo(self, stage: str) -> str:
+        return f"redo the stage: `store-hf {STAGE_COMMANDS[stage]} {self.out} --force`"
+
+    def check_inputs(self) -> None:
+        """What would fail only in a later stage, checked before the first one: the data
+        (read and validated) and the codebook size against the catalogue."""
+        num_items = len(self.dataset.items)
+        k = self.preset.codebook.codebook_size
+        if num_items < k:
+            suggest = max(2, 1 << max(1, (num_items // 4).bit_length() - 1))
+            raise PipelineError(
+                f"codebook: codebook_size {k} is more than the {num_items} items of the "
+                f"catalogue (k-means needs at least k items per position); set a smaller one, "
+                f"e.g. --codebook-size {suggest}"
+            )
+
     def run(self, until: str | None = None) -> Path:
-        """Run every stage in order (up to and including ``until``)."""
+        """Run every stage in order (up to and including ``until``), holding the folder's lock
+        throughout."""
         if not self.is_done("report") or self.force:
-            _ = self.dataset  # read (and so check) the data before touching the output folder
-        self.claim_output_dir()
-        for name in STAGES:
-            getattr(self, name)()
-            if name == until:
-                break
+            self.check_inputs()  # before touching the output folder
+        with self.folder.session():
+            for name in STAGES:
+                getattr(self, name)()
+                if name == until:
+                    break
         return self.out
 
 

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from .data.describe import format_statistics
-from .files import atomic_copy, write_json_atomic
+from .files import atomic_copy, read_json, write_json_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +31,13 @@ def metrics_table(systems: dict[str, dict[str, float]], ks: tuple[int, ...] = TA
 
 
 def _read(path: Path) -> Any:
-    return json.loads(path.read_text())
+    """A stage's JSON file (``<out>/<stage>/<name>.json``); a corrupt one names the command
+    that redoes its stage."""
+    from .run_folder import STAGE_COMMANDS
+
+    stage, out = path.parent.name, path.parent.parent
+    command = STAGE_COMMANDS.get(stage, "run")
+    return read_json(path, hint=f"redo the stage: `store-hf {command} {out} --force`")
 
 
 def _plots(folder: Path, tokenizer_log, rec_log, systems) -> list[str]:

@@ -4,8 +4,8 @@ that may hold it."""
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,9 +13,11 @@ from typing import Any
 from .data import DataOptions, load_dataset_or_embedded
 from .data.dataset import RecDataset
 from .data.splits import EVAL_SEED
+from .files import read_json, sha256_file
 from .presets import SEMANTIC_IDS, Preset, get_preset
 
 RUN_FILE = "run_config.json"
+RUN_FILE_HINT = "start the run again in a new --output-dir (this folder's settings are unreadable)"
 
 
 class PipelineError(ValueError):
@@ -49,6 +51,13 @@ class RunConfig:
     recommender: dict[str, Any] = field(default_factory=dict)
     codebook: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        # paths are kept as the strings they were given (the identity compares them as text)
+        for name in ("output_dir", "dataset", "items", "interactions"):
+            value = getattr(self, name)
+            if isinstance(value, os.PathLike):
+                setattr(self, name, os.fspath(value))
+
     @classmethod
     def from_dict(cls, values: dict[str, Any], source: str = "config") -> RunConfig:
         """Build from a dict, naming the source and field of any unknown or mistyped key."""
@@ -67,6 +76,9 @@ class RunConfig:
         return cls.from_dict(read_yaml_settings(path), source=str(path))
 
     def check(self, source: str = "config") -> None:
+        """Validate every field and stage setting (names and types); :class:`PipelineError`
+        names ``source`` and the field."""
+        _check_fields(self, type(self), source, skip=("tokenizer", "recommender", "codebook"))
         try:
             preset = get_preset(self.preset)
         except ValueError as e:
@@ -76,16 +88,45 @@ class RunConfig:
             ("recommender", preset.recommender),
             ("codebook", preset.codebook),
         ):
+            values = getattr(self, name)
+            if not isinstance(values, dict):
+                raise PipelineError(f"{source}: {name}: expected a mapping of settings")
             allowed = {f.name for f in dataclasses.fields(settings)}
-            bad = sorted(set(getattr(self, name)) - allowed)
+            bad = sorted(set(values) - allowed)
             if bad:
                 raise PipelineError(
                     f"{source}: {name}: unknown setting(s) {bad}; known: {sorted(allowed)}"
                 )
+            _check_fields(values, type(settings), f"{source}: {name}")
         if self.semantic_ids not in SEMANTIC_IDS:
             raise PipelineError(
                 f"{source}: semantic_ids: {self.semantic_ids!r} is not one of {list(SEMANTIC_IDS)}"
             )
+        if self.seed < 0 or self.eval_seed < 0:
+            raise PipelineError(f"{source}: seed and eval_seed must be >= 0")
+
+    def input_files(self) -> list[Path]:
+        """The data files the run reads: every file of the dataset folder, the items and
+        interactions files, or the embedded dataset's files (hidden files left out)."""
+        from .data import EMBEDDED_DATASET_DIR
+
+        named = [Path(p) for p in (self.dataset, self.items, self.interactions) if p is not None]
+        files = []
+        for root in named or [EMBEDDED_DATASET_DIR]:
+            if root.is_dir():
+                files += sorted(
+                    p
+                    for p in root.rglob("*")
+                    if p.is_file() and not any(x.startswith(".") for x in p.relative_to(root).parts)
+                )
+            elif root.is_file():
+                files.append(root)
+        return files
+
+    def input_fingerprint(self) -> dict[str, str]:
+        """``{path: sha256}`` of :meth:`input_files`: a run folder remembers the data it was
+        computed from, so a rerun notices edited data instead of reprinting stale results."""
+        return {str(p): sha256_file(p) for p in self.input_files()}
 
     def resolved_preset(self) -> Preset:
         preset = get_preset(self.preset, **({"backbone": self.backbone} if self.backbone else {}))
@@ -113,7 +154,7 @@ class RunConfig:
         run_file = Path(folder) / RUN_FILE
         if not run_file.is_file():
             return None
-        saved = json.loads(run_file.read_text()).get("identity", {})
+        saved = read_json(run_file, hint=RUN_FILE_HINT).get("identity", {})
         mine = self.identity()
         return sorted(k for k in set(saved) | set(mine) if saved.get(k) != mine.get(k))
 
@@ -141,3 +182,44 @@ def read_yaml_settings(path: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(values, dict):
         raise PipelineError(f"{path}: expected a mapping of settings at the top level")
     return values
+
+
+_TYPE_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+
+
+def _check_fields(values: Any, cls: type, source: str, skip: tuple[str, ...] = ()) -> None:
+    """Check ``values`` (a dataclass instance or a dict of its fields) against the field types
+    of ``cls``: int, float, bool, str, ``X | None`` and dicts, the kinds settings use."""
+    hints = typing.get_type_hints(cls)
+    items = (
+        values.items()
+        if isinstance(values, dict)
+        else ((f.name, getattr(values, f.name)) for f in dataclasses.fields(values))
+    )
+    for name, value in items:
+        if name in skip or name not in hints:
+            continue
+        allowed = typing.get_args(hints[name]) or (hints[name],)
+        if value is None and type(None) in allowed:
+            continue
+        if not any(_is_a(value, t) for t in allowed):
+            wanted = " or ".join(
+                _TYPE_NAMES.get(typing.get_origin(t) or t, getattr(t, "__name__", str(t)))
+                for t in allowed
+                if t is not type(None)
+            )
+            optional = " (or null)" if type(None) in allowed else ""
+            raise PipelineError(f"{source}: {name}: expected {wanted}{optional}, got {value!r}")
+
+
+def _is_a(value: Any, kind: Any) -> bool:
+    origin = typing.get_origin(kind) or kind
+    if origin is Any:
+        return True
+    if origin is bool:
+        return isinstance(value, bool)
+    if origin is int:  # YAML's true/false are not integers here
+        return isinstance(value, int) and not isinstance(value, bool)
+    if origin is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, origin)

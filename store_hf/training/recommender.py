@@ -35,6 +35,7 @@ from ..files import write_json_atomic
 from ..modeling_store import StoreForGenerativeRec
 from ..presets import RecStageSettings
 from .arguments import stage_training_arguments, two_rate_optimizer
+from .checkpoints import last_checkpoint
 from .collators import RecCollator
 from .instructions import RecInstructionData
 
@@ -364,12 +365,15 @@ def train_recommender_stage(
     return {k: v for k, v in result.items() if not k.endswith("_log")}
 
 
-def _resume(stage_dir: Path, resume: bool | str | None) -> bool | str | None:
-    """Resume a stage only where it left a checkpoint (a finished stage 1 has one too)."""
+def _resume(stage_dir: Path, resume: bool | str | None) -> str | None:
+    """Resume a stage only where it left a complete checkpoint (a finished stage 1 has one
+    too); an explicit checkpoint path is used as given."""
     if not resume:
         return None
-    has_checkpoint = stage_dir.is_dir() and any(stage_dir.glob("checkpoint-*"))
-    return resume if has_checkpoint else None
+    if isinstance(resume, str):
+        return resume
+    found = last_checkpoint(stage_dir)
+    return str(found) if found else None
 
 
 __all__ = [

@@ -17,6 +17,7 @@ from ..modeling_store import StoreTokenizerModel
 from ..presets import Preset
 from ..templates import default_task_setup
 from .arguments import stage_training_arguments, two_rate_optimizer
+from .checkpoints import last_checkpoint
 from .collators import DenseTokenizerCollator, format_content, tokenize_items
 
 logger = logging.getLogger(__name__)
@@ -207,13 +208,13 @@ def train_tokenizer_stage(
         )
         before = dense_information_gap(model, tokenizer, held_out)
     args = stage_training_arguments(checkpoints, settings, seed=seed)
-    resume = checkpoints.is_dir() and any(checkpoints.glob("checkpoint-*"))
+    resume = last_checkpoint(checkpoints)
     trainer = train_dense_tokenizer(
         model,
         tokenizer,
         train_items,
         args,
-        resume_from_checkpoint=True if resume else None,
+        resume_from_checkpoint=str(resume) if resume else None,
         embedding_learning_rate=settings.embedding_learning_rate,
     )
     after = dense_information_gap(model, tokenizer, held_out) if n_eval >= 2 else {}
