@@ -118,3 +118,30 @@ def test_load_dataset_or_embedded_reads_the_embedded_set_when_nothing_is_named(e
     assert (ds.num_items, ds.num_users) == (embedded.num_items, embedded.num_users)
     with pytest.raises(DataFormatError):
         load_dataset_or_embedded(items="only-items.json")
+
+
+def test_null_and_non_scalar_item_ids_are_refused(embedded):
+    table = ItemTable(["title"])
+    row = embedded.items[0]
+    with pytest.raises(DataFormatError, match=r"^items.jsonl:3: field 'asin': null item id$"):
+        table.add(None, row, "items.jsonl", 3, field="asin")
+    with pytest.raises(DataFormatError, match=r"items.jsonl:4: field 'item_id': item id must be"):
+        table.add(["0"], row, "items.jsonl", 4)
+    with pytest.raises(DataFormatError, match=r"items.jsonl:5: field 'item_id': empty item id"):
+        table.add("  ", row, "items.jsonl", 5)
+    table.add(7, row, "items.jsonl", 6)  # integers are ids, as text
+    assert list(table.rows) == ["7"] and len(table) == 1
+    with pytest.raises(DataFormatError, match="'item_id' is the id column"):
+        ItemTable(["title", "item_id"])
+
+
+def test_parse_number_refuses_non_finite_values():
+    from store_hf.data.io import parse_number
+
+    assert parse_number("964982703", "ratings.csv", 2, "timestamp") == 964982703.0
+    for text in ("nan", "inf", "-Infinity", "1e400"):
+        with pytest.raises(
+            DataFormatError,
+            match=rf"^ratings.csv:2: field 'timestamp': not a finite number: '{text}'$",
+        ):
+            parse_number(text, "ratings.csv", 2, "timestamp")

@@ -239,3 +239,13 @@ def test_generic_iso_dates_and_bad_input(tmp_path, embedded):
         read_dataset(items=items, interactions=inter, format="parquet")
     with pytest.raises(DataFormatError, match="no known dataset layout"):
         read_dataset(tmp_path / "..")
+
+
+def test_lcrec_null_item_in_a_sequence_is_an_error(tmp_path, embedded):
+    items = {
+        r["item_id"]: {a: r[a] for a in embedded.attributes}
+        for r in embedded.items.select(range(10))
+    }
+    paths = _write_lcrec(tmp_path, items, {"0": ["0", "1", "2"], "1": ["3", None, "4"]})
+    with pytest.raises(DataFormatError, match=r"X.inter.json: field 'user 1': null item id"):
+        read_lcrec(*paths)

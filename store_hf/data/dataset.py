@@ -12,6 +12,7 @@ import numpy as np
 from datasets import Dataset
 
 from .errors import DataFormatError
+from .io import parse_id
 from .text import clean_text
 
 logger = logging.getLogger(__name__)
@@ -147,22 +148,33 @@ class ItemTable:
     """Collects item rows while a reader parses, refusing duplicate ids with file and line."""
 
     def __init__(self, attributes: list[str]) -> None:
+        if "item_id" in attributes:
+            # The table's id column is always called item_id: an attribute of that name would
+            # silently replace the ids in RecDataset.items.
+            raise DataFormatError(
+                "'item_id' is the id column of the item table and cannot be a text attribute",
+                field="item_id",
+            )
         self.attributes = list(attributes)
         self.rows: dict[str, dict[str, str]] = {}
         self._where: dict[str, str] = {}
 
     def add(
-        self, item_id: Any, values: Mapping[str, Any], path: Any = None, line: int | None = None
+        self,
+        item_id: Any,
+        values: Mapping[str, Any],
+        path: Any = None,
+        line: int | None = None,
+        field: str = "item_id",
     ) -> None:
-        item_id = str(item_id).strip()
-        if not item_id:
-            raise DataFormatError("empty item id", path, line, field="item_id")
+        """Add one item; ``field`` is the id column's name in the file, for error messages."""
+        item_id = parse_id(item_id, path, line, field, what="item id")
         if item_id in self.rows:
             raise DataFormatError(
                 f"duplicate item id {item_id!r} (first seen at {self._where[item_id]})",
                 path,
                 line,
-                field="item_id",
+                field=field,
             )
         self.rows[item_id] = {a: clean_text(values.get(a)) for a in self.attributes}
         self._where[item_id] = f"line {line}" if line is not None else "an earlier entry"
