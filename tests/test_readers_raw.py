@@ -410,6 +410,8 @@ def test_recbole_good_minimal(tmp_path):
         (ITEM, INTER + "2\t1\tnan\n", "x.inter:5", "timestamp"),  # non-finite timestamps
         (ITEM, INTER + "2\t1\t-inf\n", "x.inter:5", "timestamp"),
         (ITEM, INTER + "2\t1\t1e400\n", "x.inter:5", "timestamp"),
+        ("item_id:token\tyear:float\n1\t1995\n2\t1995\n", INTER, "x.item", None),  # no text
+        (ITEM, INTER.rsplit("1\t1\t", 1)[0], "x.inter", None),  # no user with 3 interactions
     ],
 )
 def test_recbole_bad_input(tmp_path, item, inter, where, field):

@@ -190,6 +190,7 @@ def build_dataset(
     options: DataOptions | None = None,
     impressions: list[dict[str, Any]] | None = None,
     source: str | None = None,
+    interactions_source: str | None = None,
 ) -> RecDataset:
     """Assemble a :class:`RecDataset` from parsed rows, applying the cleaning in ``options``.
 
@@ -197,7 +198,10 @@ def build_dataset(
     timestamp (stable, so ties keep file order) -> collapse consecutive duplicates -> k-core ->
     drop short users. Every drop is counted in ``drops`` and logged once.
 
-    ``source`` names the items file in errors about an empty catalogue.
+    ``source`` names the items file in errors about the catalogue (empty, no text);
+    ``interactions_source`` the interactions file in errors about users (none left).
+    A catalogue where no kept item has any text is refused: the model reads items through their
+    text, and an item with none is only formatted as "(no text)".
     """
     options = options or DataOptions()
     if len(items) == 0:
@@ -267,8 +271,9 @@ def build_dataset(
     if not sequences:
         raise DataFormatError(
             f"no user has {options.min_sequence_length} or more interactions with known items after filtering",
-            path=source,
+            path=interactions_source or source,
         )
+    _require_text(items, keep_ids, name, source)
 
     item_columns: dict[str, list[str]] = {"item_id": keep_ids}
     for attr in items.attributes:
@@ -285,6 +290,35 @@ def build_dataset(
         impressions=impressions_ds,
         drops={k: int(v) for k, v in drops.items() if v},
     )
+
+
+def _require_text(items: ItemTable, keep_ids: list[str], name: str, source: str | None) -> None:
+    """Refuse a catalogue without any item text; warn about attributes that are empty everywhere.
+
+    Without text the tokenizer has no content and no target to train on, and training failed deep
+    inside with "expected length 64 but got length 0". Items with no text at all are fine as long as
+    others have some: the templates format them as "(no text)".
+    """
+    if not items.attributes:
+        raise DataFormatError(
+            "the items have no text attributes (only an id column); the recommender needs item "
+            "text such as a title",
+            path=source,
+        )
+    filled = [a for a in items.attributes if any(items.rows[i][a] for i in keep_ids)]
+    if not filled:
+        raise DataFormatError(
+            f"no item has any text: all of {items.attributes} are empty for every one of the "
+            f"{len(keep_ids)} items; the recommender needs item text such as a title",
+            path=source,
+        )
+    empty = [a for a in items.attributes if a not in filled]
+    if empty:
+        logger.warning(
+            "%s: attribute(s) %s are empty for every item; they add nothing to the item text",
+            name,
+            empty,
+        )
 
 
 def _empty_impressions() -> Dataset:

@@ -67,7 +67,14 @@ def read_lcrec(
                 )
 
     stem = items_path.name.removesuffix(".item.json")
-    return build_dataset(name or stem, table, interactions_iter(), options, source=str(items_path))
+    return build_dataset(
+        name or stem,
+        table,
+        interactions_iter(),
+        options,
+        source=str(items_path),
+        interactions_source=str(inter_path),
+    )
 
 
 def locate_lcrec(directory: Path) -> tuple[Path, Path] | None:
