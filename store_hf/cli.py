@@ -1,4 +1,9 @@
-"""``store-hf`` command line (also ``python -m store_hf``)."""
+"""The store-hf command line (also python -m store_hf).
+
+Building the parser and parsing the arguments import nothing heavy (no torch, transformers or
+datasets): every command imports what it needs when it runs, so ``store-hf --help`` and usage
+errors answer at once.
+"""
 
 from __future__ import annotations
 
@@ -7,16 +12,22 @@ import json
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from .data import (
-    DataFormatError,
-    DataOptions,
-    available_formats,
-    load_dataset_or_embedded,
-)
-from .data.describe import format_statistics
 from .presets import SEMANTIC_IDS
-from .semantic_ids import embedding_memory
+
+if TYPE_CHECKING:
+    from .data.dataset import RecDataset
+
+DESCRIPTION = (
+    "STORE generative recommendation: read a dataset, run the pipeline (or one stage of it), "
+    "recommend and score with a trained model, push it to the Hugging Face Hub."
+)
+
+#: The names of the dataset readers, i.e. ``store_hf.data.available_formats()``, written out:
+#: importing the reader registry imports every reader and, with them, numpy and datasets (over a
+#: second), which ``--help`` must not pay. tests/test_cli.py checks that the two agree.
+DATASET_FORMATS = ("amazon", "generic", "lcrec", "mind", "movielens", "recbole", "yelp")
 
 
 def _add_data_arguments(parser: argparse.ArgumentParser) -> None:
@@ -24,7 +35,7 @@ def _add_data_arguments(parser: argparse.ArgumentParser) -> None:
         "path", nargs="?", help="dataset folder (default: the embedded Amazon Scientific set)"
     )
     parser.add_argument(
-        "--dataset-format", dest="format", choices=available_formats(), help="dataset format"
+        "--dataset-format", dest="format", choices=DATASET_FORMATS, help="dataset format"
     )
     parser.add_argument("--items", help="items file (with --interactions)")
     parser.add_argument("--interactions", help="interactions file (with --items)")
@@ -38,8 +49,10 @@ def _add_data_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def load_from_args(args: argparse.Namespace):
+def load_from_args(args: argparse.Namespace) -> RecDataset:
     """Read the dataset the data arguments name (the embedded one when none is named)."""
+    from .data import DataOptions, load_dataset_or_embedded
+
     options = DataOptions(
         min_sequence_length=args.min_sequence_length,
         kcore=args.kcore,
@@ -55,6 +68,9 @@ def load_from_args(args: argparse.Namespace):
 
 
 def _describe(args: argparse.Namespace) -> int:
+    from .data.describe import format_statistics
+    from .semantic_ids import embedding_memory
+
     dataset = load_from_args(args)
     stats = dataset.statistics()
     stats["memory"] = {
@@ -185,7 +201,7 @@ def _push(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="store-hf", description=__doc__)
+    parser = argparse.ArgumentParser(prog="store-hf", description=DESCRIPTION)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
     describe = sub.add_parser("describe", help="read a dataset and print its statistics")
@@ -206,7 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--preset", help="cpu (default), tiny or paper")
     run.add_argument("--backbone", help="Hub id, local folder, .gguf file or smollm2-135m")
     run.add_argument("--dataset", help="dataset folder (default: the embedded Amazon set)")
-    run.add_argument("--dataset-format", dest="format", choices=available_formats())
+    run.add_argument("--dataset-format", dest="format", choices=DATASET_FORMATS)
     run.add_argument("--items", help="items file (with --interactions)")
     run.add_argument("--interactions", help="interactions file (with --items)")
     run.add_argument("--kcore", type=int)
@@ -266,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("matplotlib").setLevel(logging.WARNING)
     try:
         return args.func(args)
-    except (DataFormatError, FileNotFoundError, RuntimeError, ValueError) as e:
+    except (FileNotFoundError, RuntimeError, ValueError) as e:  # DataFormatError: a ValueError
         if args.verbose:  # the full traceback, for bug reports
             raise
         print(f"store-hf: error: {e}", file=sys.stderr)

@@ -1,10 +1,21 @@
-"""The `store-hf` command line."""
+"""The `store-hf` command line: answers, and one-line errors instead of tracebacks."""
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
+import pytest
+
+from store_hf import cli
 from store_hf.cli import main
 
+ROOT = Path(__file__).resolve().parents[1]
+HEAVY = ("torch", "transformers", "datasets", "accelerate", "numpy")
 
+
+# ----------------------------------------------------------------------------- describe
 def test_describe_prints_statistics_and_the_memory_model(capsys, embedded):
     assert main(["describe", "--json", "--hidden-size", "576"]) == 0
     stats = json.loads(capsys.readouterr().out)
@@ -21,3 +32,51 @@ def test_describe_reports_a_missing_file_in_one_line(capsys, tmp_path):
     code = main(["describe", "--items", str(missing), "--interactions", str(missing)])
     err = capsys.readouterr().err
     assert code == 2 and str(missing) in err and len(err.strip().splitlines()) == 1
+
+
+# ----------------------------------------------------------------------------- --help
+def test_parsing_imports_nothing_heavy():
+    """--help used to take about 5 s: cli.py imported the data layer (datasets) and
+    store_hf/__init__ the models (torch, transformers) before argparse ran."""
+    code = (
+        "import sys\n"
+        "import store_hf.cli as cli\n"
+        "parser = cli.build_parser()\n"
+        "parser.format_help()\n"
+        "parser.parse_args(['run', 'x.yaml', '--output-dir', 'o', '--dataset-format', 'mind'])\n"
+        "parser.parse_args(['recommend', 'runs/x', '--history', 'a', '-k', '3'])\n"
+        f"print([m for m in {HEAVY!r} if m in sys.modules])\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
+    )
+    assert proc.stdout.strip() == "[]", proc.stdout
+
+
+def test_help_is_plain_text():
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "store_hf", "--help"], capture_output=True, text=True, env=env
+    )
+    assert proc.returncode == 0 and "usage: store-hf" in proc.stdout
+    helps = [proc.stdout]
+    sub = next(a for a in cli.build_parser()._actions if a.dest == "command")
+    helps += [p.format_help() for p in sub.choices.values()]
+    assert not [h for h in helps if "``" in h or ":class:" in h or ":func:" in h]
+
+
+def test_dataset_formats_are_the_registered_readers():
+    from store_hf.data import available_formats
+
+    assert list(cli.DATASET_FORMATS) == available_formats()
+
+
+def test_the_package_exports_still_load():
+    import store_hf
+    from store_hf import CodeTrie, StoreForGenerativeRec
+
+    assert StoreForGenerativeRec.__name__ == "StoreForGenerativeRec" and CodeTrie
+    assert set(store_hf.__all__) <= set(dir(store_hf))
+    with pytest.raises(AttributeError):
+        store_hf.NoSuchThing  # noqa: B018
