@@ -18,6 +18,7 @@ from .presets import SEMANTIC_IDS
 
 if TYPE_CHECKING:
     from .data.dataset import RecDataset
+    from .run_config import RunConfig
 
 DESCRIPTION = (
     "STORE generative recommendation: read a dataset, run the pipeline (or one stage of it), "
@@ -120,6 +121,32 @@ def _run_config_from_args(args: argparse.Namespace):
     return RunConfig.from_dict(values, source=args.config or "command line")
 
 
+def _run_folder_config(folder: Path) -> RunConfig:
+    """The RunConfig saved in the run folder ``folder``, acting on ``folder`` itself.
+
+    The saved ``output_dir`` is the folder as the run was started: relative to the directory it
+    was started from, and another folder altogether once the run folder is copied or moved
+    (``cp -a runs/ref runs/c; store-hf report runs/c`` must not write into runs/ref). The
+    folder named on the command line is the run; ``output_dir`` is not part of its identity.
+    """
+    from .run_config import RUN_FILE, PipelineError, RunConfig
+
+    run_file = folder / RUN_FILE
+    if not run_file.is_file():
+        raise PipelineError(f"{folder}: no {RUN_FILE}; start with store-hf run")
+    try:
+        saved = json.loads(run_file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise PipelineError(
+            f"{run_file}: damaged, not valid JSON ({e}); rerun store-hf run with the run's "
+            "settings to write it again"
+        ) from None
+    values = saved.get("config") if isinstance(saved, dict) else None
+    if not isinstance(values, dict):
+        raise PipelineError(f"{run_file}: no 'config' mapping; not written by store-hf run")
+    return RunConfig.from_dict({**values, "output_dir": str(folder)}, source=str(run_file))
+
+
 def _print_table(out_dir) -> None:
     from .report import metrics_table
 
@@ -141,12 +168,9 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _stage(args: argparse.Namespace) -> int:
-    from .pipeline import Pipeline, PipelineError, RunConfig
+    config = _run_folder_config(args.output_dir)
+    from .pipeline import Pipeline
 
-    run_file = args.output_dir / "run_config.json"
-    if not run_file.is_file():
-        raise PipelineError(f"{args.output_dir}: no run_config.json; start with `store-hf run`")
-    config = RunConfig.from_dict(json.loads(run_file.read_text())["config"], source=str(run_file))
     pipeline = Pipeline(config, force=args.force)
     folder = getattr(pipeline, _STAGE_COMMANDS[args.command])()
     print(folder)
@@ -248,7 +272,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     for command, stage in _STAGE_COMMANDS.items():
         p = sub.add_parser(command, help=f"run only the {stage} stage of a run folder")
-        p.add_argument("output_dir", type=Path, help="the run's output folder")
+        p.add_argument(
+            "output_dir", type=Path, help="the run's output folder (the stage writes here)"
+        )
         p.add_argument("--force", action="store_true", help="redo the stage if finished")
         p.set_defaults(func=_stage)
 

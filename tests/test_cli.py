@@ -1,7 +1,9 @@
 """The `store-hf` command line: answers, and one-line errors instead of tracebacks."""
 
+import dataclasses
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +15,13 @@ from store_hf.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 HEAVY = ("torch", "transformers", "datasets", "accelerate", "numpy")
+
+
+def _one_line_error(capsys) -> str:
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("store-hf")]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
 
 
 # ----------------------------------------------------------------------------- describe
@@ -80,3 +89,55 @@ def test_the_package_exports_still_load():
     assert set(store_hf.__all__) <= set(dir(store_hf))
     with pytest.raises(AttributeError):
         store_hf.NoSuchThing  # noqa: B018
+
+
+# ----------------------------------------------------------------------------- stage commands
+def _run_folder(folder: Path, output_dir: str) -> Path:
+    """A run folder as `store-hf run` leaves it (its run_config.json), stages not run."""
+    from store_hf.run_config import RunConfig
+
+    config = RunConfig(output_dir=output_dir, preset="tiny")
+    folder.mkdir(parents=True)
+    (folder / "run_config.json").write_text(
+        json.dumps({"identity": config.identity(), "config": dataclasses.asdict(config)})
+    )
+    return folder
+
+
+def test_stage_commands_act_on_the_folder_named(tmp_path, monkeypatch, capsys):
+    """`cp -a runs/ref runs/c; store-hf report runs/c --force` rewrote runs/ref: the stage
+    commands read output_dir from the copied run_config.json."""
+    from store_hf.pipeline import Pipeline
+
+    ref = _run_folder(tmp_path / "ref", str(tmp_path / "ref"))
+    copy = tmp_path / "c"
+    shutil.copytree(ref, copy)
+    acted_on = []
+    for stage in cli._STAGE_COMMANDS.values():  # record the folder instead of training
+        monkeypatch.setattr(Pipeline, stage, lambda self: acted_on.append(self.out) or self.out)
+    for command in cli._STAGE_COMMANDS:
+        assert main([command, str(copy), "--force"]) == 0
+    assert acted_on == [copy] * len(cli._STAGE_COMMANDS)
+    assert capsys.readouterr().out.split() == [str(copy)] * len(cli._STAGE_COMMANDS)
+    # a run started elsewhere (output_dir relative to another working directory)
+    moved = _run_folder(tmp_path / "moved", "runs/demo")
+    assert main(["report", str(moved)]) == 0 and acted_on[-1] == moved
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c", "moved", "ref"]
+
+
+@pytest.mark.parametrize(
+    "content, expected",
+    [("", "not valid JSON"), ("{", "not valid JSON"), ("[1]", "no 'config' mapping")],
+)
+def test_a_damaged_run_config_is_one_line_naming_the_file(tmp_path, capsys, content, expected):
+    run_file = tmp_path / "run" / "run_config.json"
+    run_file.parent.mkdir()
+    run_file.write_text(content)
+    assert main(["evaluate", str(run_file.parent)]) == 2
+    line = _one_line_error(capsys)
+    assert line.startswith(f"store-hf: error: {run_file}: ") and expected in line
+
+
+def test_a_stage_command_without_a_run_folder_says_so(tmp_path, capsys):
+    assert main(["report", str(tmp_path)]) == 2
+    assert "no run_config.json" in _one_line_error(capsys)
