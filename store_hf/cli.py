@@ -12,7 +12,7 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .presets import SEMANTIC_IDS
 
@@ -84,6 +84,130 @@ def _describe(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------- run settings
+def _expected(hint: Any) -> tuple[str, Any] | None:
+    """What a settings field of type ``hint`` accepts: a phrase for error messages and a check
+    ``value -> value`` (converted where YAML is known to mistype) raising ``TypeError``;
+    ``None`` for types not checked here."""
+    import types
+    import typing
+
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(hint)
+        parts = [_expected(a) for a in args if a is not type(None)]
+        if any(p is None for p in parts):
+            return None
+        words = " or ".join(p[0] for p in parts) + (" or null" if type(None) in args else "")
+
+        def either(value: Any) -> Any:
+            if value is None and type(None) in args:
+                return None
+            for _, check in parts:
+                try:
+                    return check(value)
+                except TypeError:
+                    pass
+            raise TypeError
+
+        return words, either
+    if hint is bool:
+        return "true or false", lambda v: v if isinstance(v, bool) else _wrong()
+    if hint is int:  # YAML's true/false are bools, and bool is an int subclass: refuse them
+        return (
+            "an integer",
+            lambda v: v if isinstance(v, int) and not isinstance(v, bool) else _wrong(),
+        )
+    if hint is float:
+        return "a number", _number
+    if hint is str:
+        return "a string", lambda v: v if isinstance(v, str) else _wrong()
+    if hint is dict or origin is dict:
+        return "a mapping", lambda v: v if isinstance(v, dict) else _wrong()
+    return None
+
+
+def _wrong() -> Any:
+    raise TypeError
+
+
+def _number(value: Any) -> float | int:
+    if isinstance(value, bool):
+        raise TypeError
+    if isinstance(value, (int, float)):
+        return value
+    if isinstance(value, str):
+        # YAML 1.1 (PyYAML) reads 5e-4 as a string (a float needs a dot: 5.0e-4); it is a number
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    raise TypeError
+
+
+def _check_field(value: Any, hint: Any, where: str) -> Any:
+    """``value`` as the field of type ``hint`` takes it; :class:`PipelineError` naming the field
+    (``where``) and what it needs otherwise."""
+    from .run_config import PipelineError
+
+    expected = _expected(hint)
+    if expected is None:
+        return value
+    words, check = expected
+    try:
+        return check(value)
+    except TypeError:
+        raise PipelineError(
+            f"{where}: expected {words}, got {value!r} ({type(value).__name__})"
+        ) from None
+
+
+def _typed_settings(values: dict[str, Any], source: str) -> dict[str, Any]:
+    """``values`` (a run config's keys) with every value of a known key checked against the type
+    of its field, in RunConfig and in the preset's stage settings (tokenizer, recommender,
+    codebook). RunConfig.from_dict checks the key names but not the values, and a mistyped
+    value (``seed: abc``) would otherwise fail only in a stage, after the output folder and its
+    run_config.json were written."""
+    import typing
+
+    from .presets import CodebookSettings, RecStageSettings, TokenizerStageSettings
+    from .run_config import RunConfig
+
+    hints = typing.get_type_hints(RunConfig)
+    checked = {
+        key: _check_field(value, hints[key], f"{source}: {key}") if key in hints else value
+        for key, value in values.items()
+    }
+    for name, settings in (
+        ("tokenizer", TokenizerStageSettings),
+        ("recommender", RecStageSettings),
+        ("codebook", CodebookSettings),
+    ):
+        section = checked.get(name)
+        if not isinstance(section, dict):
+            continue
+        hints = typing.get_type_hints(settings)
+        checked[name] = {  # unknown keys are left to RunConfig.check, which names them
+            key: _check_field(value, hints[key], f"{source}: {name}.{key}")
+            if key in hints
+            else value
+            for key, value in section.items()
+        }
+    return checked
+
+
+def _build_config(values: dict[str, Any], source: str) -> RunConfig:
+    """A checked :class:`RunConfig` from ``values``; every problem is a PipelineError that
+    names ``source`` and the field, raised before anything is written."""
+    from .run_config import PipelineError, RunConfig
+
+    values = _typed_settings(values, source)
+    try:
+        return RunConfig.from_dict(values, source=source)
+    except TypeError as e:  # a dataclass that refuses a value: still one line, with the source
+        raise PipelineError(f"{source}: {e}") from None
+
+
 # ---------------------------------------------------------------------------- pipeline
 _STAGE_COMMANDS = {
     "tokenizer-train": "tokenizer",
@@ -95,8 +219,8 @@ _STAGE_COMMANDS = {
 }
 
 
-def _run_config_from_args(args: argparse.Namespace):
-    from .pipeline import PipelineError, RunConfig, read_yaml_settings
+def _run_config_from_args(args: argparse.Namespace) -> RunConfig:
+    from .run_config import PipelineError, read_yaml_settings
 
     values = read_yaml_settings(args.config) if args.config else {}
     flags = {
@@ -118,7 +242,7 @@ def _run_config_from_args(args: argparse.Namespace):
         values["codebook"] = {**(values.get("codebook") or {}), **codebook}
     if "output_dir" not in values:
         raise PipelineError("give --output-dir (or output_dir in the config file)")
-    return RunConfig.from_dict(values, source=args.config or "command line")
+    return _build_config(values, source=args.config or "command line")
 
 
 def _run_folder_config(folder: Path) -> RunConfig:
@@ -129,7 +253,7 @@ def _run_folder_config(folder: Path) -> RunConfig:
     (``cp -a runs/ref runs/c; store-hf report runs/c`` must not write into runs/ref). The
     folder named on the command line is the run; ``output_dir`` is not part of its identity.
     """
-    from .run_config import RUN_FILE, PipelineError, RunConfig
+    from .run_config import RUN_FILE, PipelineError
 
     run_file = folder / RUN_FILE
     if not run_file.is_file():
@@ -144,7 +268,7 @@ def _run_folder_config(folder: Path) -> RunConfig:
     values = saved.get("config") if isinstance(saved, dict) else None
     if not isinstance(values, dict):
         raise PipelineError(f"{run_file}: no 'config' mapping; not written by store-hf run")
-    return RunConfig.from_dict({**values, "output_dir": str(folder)}, source=str(run_file))
+    return _build_config({**values, "output_dir": str(folder)}, source=str(run_file))
 
 
 def _print_table(out_dir) -> None:
@@ -156,9 +280,10 @@ def _print_table(out_dir) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    config = _run_config_from_args(args)  # checked before anything is read or written
     from .pipeline import Pipeline
 
-    pipeline = Pipeline(_run_config_from_args(args), force=args.force)
+    pipeline = Pipeline(config, force=args.force)
     if args.reuse_stages_from:
         pipeline.reuse_stages(args.reuse_stages_from)
     out = pipeline.run()

@@ -141,3 +141,53 @@ def test_a_damaged_run_config_is_one_line_naming_the_file(tmp_path, capsys, cont
 def test_a_stage_command_without_a_run_folder_says_so(tmp_path, capsys):
     assert main(["report", str(tmp_path)]) == 2
     assert "no run_config.json" in _one_line_error(capsys)
+
+
+# ----------------------------------------------------------------------------- run settings
+def test_a_mistyped_setting_names_the_field_and_writes_nothing(tmp_path, capsys):
+    out = tmp_path / "out"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(f"output_dir: {out}\nseed: abc\n")
+    assert main(["run", str(bad)]) == 2
+    assert _one_line_error(capsys) == (
+        f"store-hf: error: {bad}: seed: expected an integer, got 'abc' (str)"
+    )
+    assert not out.exists()  # no output folder, no run_config.json
+    bad.write_text(f"output_dir: {out}\nrecommender:\n  learning_rate: fast\n")
+    assert main(["run", str(bad)]) == 2
+    assert "recommender.learning_rate: expected a number, got 'fast'" in _one_line_error(capsys)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "values, field",
+    [
+        ({"seed": True}, "seed"),  # a YAML bool is no seed, although bool is an int
+        ({"kcore": "5"}, "kcore"),
+        ({"preset": 3}, "preset"),
+        ({"codebook": []}, "codebook"),
+        ({"codebook": {"pca_dim": 3.5}}, "codebook.pca_dim"),
+        ({"tokenizer": {"bf16": "yes"}}, "tokenizer.bf16"),
+    ],
+)
+def test_setting_types_are_checked(values, field):
+    from store_hf.run_config import PipelineError
+
+    with pytest.raises(PipelineError, match=rf"^run.yaml: {field}: expected "):
+        cli._build_config({"output_dir": "x", **values}, source="run.yaml")
+
+
+def test_setting_values_of_the_right_type_pass():
+    config = cli._build_config(
+        {
+            "output_dir": "x",
+            "kcore": None,
+            "seed": 3,
+            # PyYAML (YAML 1.1) reads 5e-4 as a string: for a float field it is the number
+            "recommender": {"learning_rate": "5e-4", "max_train_users": None, "alignment": False},
+            "tokenizer": {"num_epochs": 2, "bf16": None},
+        },
+        source="run.yaml",
+    )
+    assert config.seed == 3 and config.recommender["learning_rate"] == 5e-4
+    assert config.tokenizer == {"num_epochs": 2, "bf16": None}
