@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,6 +19,7 @@ from .presets import SEMANTIC_IDS
 
 if TYPE_CHECKING:
     from .data.dataset import RecDataset
+    from .modeling_store import StoreForGenerativeRec
     from .run_config import RunConfig
 
 DESCRIPTION = (
@@ -302,10 +304,9 @@ def _stage(args: argparse.Namespace) -> int:
     return 0
 
 
-def _model_folder(path):
+# ---------------------------------------------------------------------------- a trained model
+def _model_folder(path: str | Path) -> Path:
     """A model folder, or the recommender model inside a run's output folder."""
-    from pathlib import Path
-
     path = Path(path)
     inner = path / "recommender" / "model"
     if inner.is_dir():
@@ -315,23 +316,42 @@ def _model_folder(path):
     return path
 
 
-def _load_rec(path):
+def _load_rec(path: str | Path) -> StoreForGenerativeRec:
     from .modeling_store import StoreForGenerativeRec
 
     return StoreForGenerativeRec.from_pretrained(_model_folder(path))
 
 
+def _finite(score: float) -> float | None:
+    """JSON has no infinity nor NaN (json.dumps would write -Infinity): null instead."""
+    return score if math.isfinite(score) else None
+
+
 def _recommend(args: argparse.Namespace) -> int:
+    if args.k < 1:  # before the model loads
+        raise ValueError(f"-k must be at least 1, got {args.k}")
     rec = _load_rec(args.model)
-    out = rec.recommend([args.history], k=args.k)
-    print(json.dumps({"items": out.item_ids[0], "scores": out.scores[0].tolist()}, indent=2))
+    k, catalogue = args.k, len(rec.config.item_ids)
+    if k > catalogue:  # beam search cannot find more items than there are
+        print(
+            f"store-hf: -k {k} is more than the {catalogue} items of the catalogue; "
+            f"recommending all {catalogue}",
+            file=sys.stderr,
+        )
+        k = catalogue
+    out = rec.recommend([args.history], k=k)
+    items = out.item_ids[0]
+    # fewer than k items where beams were no item: the scores beyond them are -inf fillers
+    scores = [_finite(s) for s in out.scores[0].tolist()[: len(items)]]
+    print(json.dumps({"items": items, "scores": scores}, indent=2, allow_nan=False))
     return 0
 
 
 def _score(args: argparse.Namespace) -> int:
     rec = _load_rec(args.model)
     scores = rec.score([args.history] * len(args.candidates), args.candidates)
-    print(json.dumps(dict(zip(args.candidates, scores.tolist())), indent=2))
+    values = [_finite(s) for s in scores.tolist()]
+    print(json.dumps(dict(zip(args.candidates, values)), indent=2, allow_nan=False))
     return 0
 
 
@@ -406,7 +426,9 @@ def build_parser() -> argparse.ArgumentParser:
     rec = sub.add_parser("recommend", help="top-k next items for one history")
     rec.add_argument("model", help="a recommender model folder or a run folder")
     rec.add_argument("--history", nargs="+", required=True, help="item ids, oldest first")
-    rec.add_argument("-k", type=int, default=10)
+    rec.add_argument(
+        "-k", type=int, default=10, help="how many items (at most the catalogue's size)"
+    )
     rec.set_defaults(func=_recommend)
 
     score = sub.add_parser("score", help="yes-probabilities of candidates for one history")

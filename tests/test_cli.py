@@ -2,11 +2,13 @@
 
 import dataclasses
 import json
+import math
 import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -22,6 +24,15 @@ def _one_line_error(capsys) -> str:
     lines = [line for line in err.splitlines() if line.startswith("store-hf")]
     assert len(lines) == 1 and "Traceback" not in err, err
     return lines[0]
+
+
+def _strict_json(text: str):
+    """json.loads that refuses what is not JSON (Python's reader accepts -Infinity and NaN)."""
+
+    def refuse(constant: str):
+        raise ValueError(f"not JSON: {constant}")
+
+    return json.loads(text, parse_constant=refuse)
 
 
 # ----------------------------------------------------------------------------- describe
@@ -191,3 +202,88 @@ def test_setting_values_of_the_right_type_pass():
     )
     assert config.seed == 3 and config.recommender["learning_rate"] == 5e-4
     assert config.tokenizer == {"num_epochs": 2, "bf16": None}
+
+
+# ----------------------------------------------------------------------------- a trained model
+CATALOGUE = [f"i{j}" for j in range(40)]
+
+
+@pytest.fixture(scope="module")
+def recommender_folder(tmp_path_factory) -> Path:
+    """A saved recommender of 40 items on a tiny random backbone (seconds)."""
+    import torch
+
+    from store_hf.modeling_store import StoreForGenerativeRec, StoreTokenizerModel
+
+    torch.manual_seed(0)
+    tok_model, tok = StoreTokenizerModel.from_backbone(
+        "tiny-opt", content_attributes=["title"], num_dense_tokens=3, codebook_size=16
+    )
+    codes = torch.stack([torch.arange(40) // 16, torch.arange(40) % 16, torch.arange(40) % 7], 1)
+    rec = StoreForGenerativeRec.from_tokenizer_model(tok_model, tok, CATALOGUE, codes)
+    folder = tmp_path_factory.mktemp("rec") / "model"
+    rec.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
+
+
+def test_recommend_caps_k_at_the_catalogue_and_prints_valid_json(recommender_folder, capsys):
+    """-k 1000 on 405 items printed 405 items, 1,000 scores and -Infinity (not JSON)."""
+    assert main(["recommend", str(recommender_folder), "--history", "i1", "i2", "-k", "1000"]) == 0
+    captured = capsys.readouterr()
+    out = _strict_json(captured.out)
+    assert len(out["items"]) == len(out["scores"]) == len(CATALOGUE)
+    assert sorted(out["items"]) == sorted(CATALOGUE)
+    assert "-k 1000 is more than the 40 items of the catalogue; recommending all 40" in (
+        captured.err
+    )
+    assert main(["recommend", str(recommender_folder), "--history", "i1", "-k", "3"]) == 0
+    captured = capsys.readouterr()
+    out = _strict_json(captured.out)
+    assert len(out["items"]) == len(out["scores"]) == 3 and "catalogue" not in captured.err
+
+
+def test_recommend_and_score_take_a_run_folder(recommender_folder, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(recommender_folder, run / "recommender" / "model")
+    assert main(["recommend", str(run), "--history", "i1", "i2", "-k", "2"]) == 0
+    assert len(_strict_json(capsys.readouterr().out)["items"]) == 2
+    assert main(["score", str(run), "--history", "i1", "--candidates", "i2", "i3"]) == 0
+    scores = _strict_json(capsys.readouterr().out)
+    assert list(scores) == ["i2", "i3"] and all(0.0 <= s <= 1.0 for s in scores.values())
+
+
+def test_recommend_errors_are_one_line(recommender_folder, tmp_path, monkeypatch, capsys):
+    folder = str(recommender_folder)
+    assert main(["recommend", folder, "--history", "i1", "nope"]) == 2
+    assert "'nope' is not in the recommender's catalogue" in _one_line_error(capsys)
+    assert main(["recommend", str(tmp_path), "--history", "i1"]) == 2
+    assert "not a model folder nor a store-hf run folder" in _one_line_error(capsys)
+
+    def no_loading(path):  # k is checked before the model loads
+        raise AssertionError("loaded the model")
+
+    monkeypatch.setattr(cli, "_load_rec", no_loading)
+    for k in ("0", "-3"):
+        assert main(["recommend", folder, "--history", "i1", "-k", k]) == 2
+        assert _one_line_error(capsys) == f"store-hf: error: -k must be at least 1, got {k}"
+
+
+def test_non_finite_scores_print_as_null(monkeypatch, capsys):
+    import torch
+
+    class Stand_in:
+        config = SimpleNamespace(item_ids=["a", "b", "c", "d"])
+
+        def recommend(self, histories, k):  # two items found, then -inf fillers
+            scores = torch.tensor([[-0.5, math.nan, -math.inf, -math.inf]])
+            return SimpleNamespace(item_ids=[["a", "b"]], scores=scores[:, :k])
+
+        def score(self, histories, candidates):
+            return torch.tensor([0.25, math.nan])
+
+    monkeypatch.setattr(cli, "_load_rec", lambda path: Stand_in())
+    assert main(["recommend", "m", "--history", "a", "-k", "4"]) == 0
+    assert _strict_json(capsys.readouterr().out) == {"items": ["a", "b"], "scores": [-0.5, None]}
+    assert main(["score", "m", "--history", "a", "--candidates", "b", "c"]) == 0
+    assert _strict_json(capsys.readouterr().out) == {"b": 0.25, "c": None}
