@@ -2,7 +2,8 @@
 
 Building the parser and parsing the arguments import nothing heavy (no torch, transformers or
 datasets): every command imports what it needs when it runs, so ``store-hf --help`` and usage
-errors answer at once.
+errors answer at once. Errors the user can act on are one line on stderr with a non-zero exit
+status, never a traceback (``-v`` shows it).
 """
 
 from __future__ import annotations
@@ -31,6 +32,11 @@ DESCRIPTION = (
 #: importing the reader registry imports every reader and, with them, numpy and datasets (over a
 #: second), which ``--help`` must not pay. tests/test_cli.py checks that the two agree.
 DATASET_FORMATS = ("amazon", "generic", "lcrec", "mind", "movielens", "recbole", "yelp")
+
+#: exit status of an interrupted command (128 + SIGINT, as shells report it)
+EXIT_INTERRUPTED = 130
+#: exit status of a command that stopped on an error it reported in one line
+EXIT_ERROR = 2
 
 
 def _add_data_arguments(parser: argparse.ArgumentParser) -> None:
@@ -273,7 +279,7 @@ def _run_folder_config(folder: Path) -> RunConfig:
     return _build_config({**values, "output_dir": str(folder)}, source=str(run_file))
 
 
-def _print_table(out_dir) -> None:
+def _print_table(out_dir: Path) -> None:
     from .report import metrics_table
 
     summary = json.loads((out_dir / "metrics.json").read_text())
@@ -445,6 +451,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _error_message(error: Exception) -> str | None:
+    """The one line that reports ``error`` to the user; ``None`` for what is a bug (its
+    traceback is what a bug report needs)."""
+    if isinstance(error, KeyError):  # unknown item ids: the message is the key
+        message = str(error.args[0]) if error.args else repr(error)
+    elif isinstance(error, OSError) and error.filename is not None:
+        # "[Errno 13] Permission denied: 'runs/x'" -> "runs/x: Permission denied"
+        where = f"{error.filename}" + (f" -> {error.filename2}" if error.filename2 else "")
+        message = f"{where}: {error.strerror or error}"
+    elif isinstance(error, (OSError, RuntimeError, ValueError)):
+        # OSError: network, disk; ValueError: bad settings or data (PipelineError,
+        # DataFormatError); RuntimeError: e.g. no Hub token
+        message = str(error) or type(error).__name__
+    else:
+        return None
+    # one line, also where a library's message has several (the Hub's HTTP errors)
+    return " ".join(line.strip() for line in message.splitlines() if line.strip())
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -455,14 +480,15 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("matplotlib").setLevel(logging.WARNING)
     try:
         return args.func(args)
-    except (FileNotFoundError, RuntimeError, ValueError) as e:  # DataFormatError: a ValueError
-        if args.verbose:  # the full traceback, for bug reports
+    except KeyboardInterrupt:  # Ctrl-C: the user knows why; finished stages stay finished
+        print("store-hf: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as e:
+        message = _error_message(e)
+        if message is None or args.verbose:  # the full traceback, for bug reports
             raise
-        print(f"store-hf: error: {e}", file=sys.stderr)
-        return 2
-    except KeyError as e:  # unknown item ids
-        print(f"store-hf: error: {e.args[0]}", file=sys.stderr)
-        return 2
+        print(f"store-hf: error: {message}", file=sys.stderr)
+        return EXIT_ERROR
 
 
 if __name__ == "__main__":

@@ -204,6 +204,45 @@ def test_setting_values_of_the_right_type_pass():
     assert config.tokenizer == {"num_epochs": 2, "bf16": None}
 
 
+def _unwritable(tmp_path: Path, kind: str) -> Path:
+    if kind == "under a file":
+        (tmp_path / "file").write_text("")
+        return tmp_path / "file" / "run"
+    if not Path(kind).parent.is_dir():
+        pytest.skip(f"no {Path(kind).parent} here")
+    return Path(kind)
+
+
+@pytest.mark.parametrize("kind", ["under a file", "/proc/store-hf-test", "/sys/store-hf-test"])
+def test_an_unwritable_output_folder_is_one_line_naming_it(tmp_path, monkeypatch, capsys, kind):
+    from store_hf.pipeline import Pipeline
+
+    out = _unwritable(tmp_path, kind)
+    # the dataset is read before the folder is claimed: a stand-in keeps the test fast
+    monkeypatch.setattr(Pipeline, "dataset", property(lambda self: None))
+    assert main(["run", "--output-dir", str(out), "--preset", "tiny"]) == 2
+    line = _one_line_error(capsys)
+    assert line.startswith(f"store-hf: error: {out}: ") and "Errno" not in line
+
+
+def test_an_interrupt_is_one_line_and_exit_130(monkeypatch, capsys):
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "_describe", interrupted)
+    assert main(["describe"]) == 130
+    assert capsys.readouterr().err == "store-hf: interrupted\n"
+
+
+def test_a_bug_keeps_its_traceback(monkeypatch):
+    def broken(args):
+        raise AttributeError("a bug")
+
+    monkeypatch.setattr(cli, "_describe", broken)
+    with pytest.raises(AttributeError):
+        main(["describe"])
+
+
 # ----------------------------------------------------------------------------- a trained model
 CATALOGUE = [f"i{j}" for j in range(40)]
 
