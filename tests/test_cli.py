@@ -326,3 +326,40 @@ def test_non_finite_scores_print_as_null(monkeypatch, capsys):
     assert _strict_json(capsys.readouterr().out) == {"items": ["a", "b"], "scores": [-0.5, None]}
     assert main(["score", "m", "--history", "a", "--candidates", "b", "c"]) == 0
     assert _strict_json(capsys.readouterr().out) == {"b": 0.25, "c": None}
+
+
+# ----------------------------------------------------------------------------- push
+def test_push_without_network_is_one_line(recommender_folder, monkeypatch, capsys):
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub, "get_token", lambda: "hf_test")
+    # a port nothing listens on: the real client fails to connect, as it does offline
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", "http://127.0.0.1:9")
+    assert main(["push", str(recommender_folder), "--repo-id", "org/name"]) == 2
+    line = _one_line_error(capsys)
+    assert line.startswith("store-hf: error: could not reach the Hugging Face Hub: ")
+    assert "127.0.0.1:9" in line
+
+
+@pytest.mark.parametrize("client", ["httpx2", "httpx", "requests", "builtins"])
+def test_push_to_hub_turns_client_network_errors_into_connection_error(recommender_folder, client):
+    """Whatever HTTP client huggingface_hub uses, a network failure is one ConnectionError."""
+    from store_hf.hub import push_to_hub
+
+    if client == "builtins":
+        error = TimeoutError("timed out")
+    else:
+        module = pytest.importorskip(client)
+        error = (module.ConnectError if client != "requests" else module.ConnectionError)(
+            "Name or service not known"
+        )
+
+    class Offline:
+        endpoint = "https://hub.example"
+
+        def create_repo(self, *args, **kwargs):
+            raise error
+
+    with pytest.raises(ConnectionError, match="^could not reach the Hugging Face Hub: ") as e:
+        push_to_hub(recommender_folder, "org/name", token="hf_test", api=Offline())
+    assert str(error) in str(e.value) and "https://hub.example" in str(e.value)
