@@ -1,22 +1,42 @@
-"""``store-hf`` command line (also ``python -m store_hf``)."""
+"""The store-hf command line (also python -m store_hf).
+
+Building the parser and parsing the arguments import nothing heavy (no torch, transformers or
+datasets): every command imports what it needs when it runs, so ``store-hf --help`` and usage
+errors answer at once. Errors the user can act on are one line on stderr with a non-zero exit
+status, never a traceback (``-v`` shows it).
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import logging
+import math
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from .data import (
-    DataFormatError,
-    DataOptions,
-    available_formats,
-    load_dataset_or_embedded,
-)
-from .data.describe import format_statistics
 from .presets import SEMANTIC_IDS
-from .semantic_ids import embedding_memory
+
+if TYPE_CHECKING:
+    from .data.dataset import RecDataset
+    from .modeling_store import StoreForGenerativeRec
+    from .run_config import RunConfig
+
+DESCRIPTION = (
+    "STORE generative recommendation: read a dataset, run the pipeline (or one stage of it), "
+    "recommend and score with a trained model, push it to the Hugging Face Hub."
+)
+
+#: The names of the dataset readers, i.e. ``store_hf.data.available_formats()``, written out:
+#: importing the reader registry imports every reader and, with them, numpy and datasets (over a
+#: second), which ``--help`` must not pay. tests/test_cli.py checks that the two agree.
+DATASET_FORMATS = ("amazon", "generic", "lcrec", "mind", "movielens", "recbole", "yelp")
+
+#: exit status of an interrupted command (128 + SIGINT, as shells report it)
+EXIT_INTERRUPTED = 130
+#: exit status of a command that stopped on an error it reported in one line
+EXIT_ERROR = 2
 
 
 def _add_data_arguments(parser: argparse.ArgumentParser) -> None:
@@ -24,7 +44,7 @@ def _add_data_arguments(parser: argparse.ArgumentParser) -> None:
         "path", nargs="?", help="dataset folder (default: the embedded Amazon Scientific set)"
     )
     parser.add_argument(
-        "--dataset-format", dest="format", choices=available_formats(), help="dataset format"
+        "--dataset-format", dest="format", choices=DATASET_FORMATS, help="dataset format"
     )
     parser.add_argument("--items", help="items file (with --interactions)")
     parser.add_argument("--interactions", help="interactions file (with --items)")
@@ -38,8 +58,10 @@ def _add_data_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def load_from_args(args: argparse.Namespace):
+def load_from_args(args: argparse.Namespace) -> RecDataset:
     """Read the dataset the data arguments name (the embedded one when none is named)."""
+    from .data import DataOptions, load_dataset_or_embedded
+
     options = DataOptions(
         min_sequence_length=args.min_sequence_length,
         kcore=args.kcore,
@@ -55,6 +77,9 @@ def load_from_args(args: argparse.Namespace):
 
 
 def _describe(args: argparse.Namespace) -> int:
+    from .data.describe import format_statistics
+    from .semantic_ids import embedding_memory
+
     dataset = load_from_args(args)
     stats = dataset.statistics()
     stats["memory"] = {
@@ -65,6 +90,130 @@ def _describe(args: argparse.Namespace) -> int:
     }
     print(json.dumps(stats, indent=2) if args.json else format_statistics(stats))
     return 0
+
+
+# ---------------------------------------------------------------------------- run settings
+def _expected(hint: Any) -> tuple[str, Any] | None:
+    """What a settings field of type ``hint`` accepts: a phrase for error messages and a check
+    ``value -> value`` (converted where YAML is known to mistype) raising ``TypeError``;
+    ``None`` for types not checked here."""
+    import types
+    import typing
+
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(hint)
+        parts = [_expected(a) for a in args if a is not type(None)]
+        if any(p is None for p in parts):
+            return None
+        words = " or ".join(p[0] for p in parts) + (" or null" if type(None) in args else "")
+
+        def either(value: Any) -> Any:
+            if value is None and type(None) in args:
+                return None
+            for _, check in parts:
+                try:
+                    return check(value)
+                except TypeError:
+                    pass
+            raise TypeError
+
+        return words, either
+    if hint is bool:
+        return "true or false", lambda v: v if isinstance(v, bool) else _wrong()
+    if hint is int:  # YAML's true/false are bools, and bool is an int subclass: refuse them
+        return (
+            "an integer",
+            lambda v: v if isinstance(v, int) and not isinstance(v, bool) else _wrong(),
+        )
+    if hint is float:
+        return "a number", _number
+    if hint is str:
+        return "a string", lambda v: v if isinstance(v, str) else _wrong()
+    if hint is dict or origin is dict:
+        return "a mapping", lambda v: v if isinstance(v, dict) else _wrong()
+    return None
+
+
+def _wrong() -> Any:
+    raise TypeError
+
+
+def _number(value: Any) -> float | int:
+    if isinstance(value, bool):
+        raise TypeError
+    if isinstance(value, (int, float)):
+        return value
+    if isinstance(value, str):
+        # YAML 1.1 (PyYAML) reads 5e-4 as a string (a float needs a dot: 5.0e-4); it is a number
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    raise TypeError
+
+
+def _check_field(value: Any, hint: Any, where: str) -> Any:
+    """``value`` as the field of type ``hint`` takes it; :class:`PipelineError` naming the field
+    (``where``) and what it needs otherwise."""
+    from .run_config import PipelineError
+
+    expected = _expected(hint)
+    if expected is None:
+        return value
+    words, check = expected
+    try:
+        return check(value)
+    except TypeError:
+        raise PipelineError(
+            f"{where}: expected {words}, got {value!r} ({type(value).__name__})"
+        ) from None
+
+
+def _typed_settings(values: dict[str, Any], source: str) -> dict[str, Any]:
+    """``values`` (a run config's keys) with every value of a known key checked against the type
+    of its field, in RunConfig and in the preset's stage settings (tokenizer, recommender,
+    codebook). RunConfig.from_dict checks the key names but not the values, and a mistyped
+    value (``seed: abc``) would otherwise fail only in a stage, after the output folder and its
+    run_config.json were written."""
+    import typing
+
+    from .presets import CodebookSettings, RecStageSettings, TokenizerStageSettings
+    from .run_config import RunConfig
+
+    hints = typing.get_type_hints(RunConfig)
+    checked = {
+        key: _check_field(value, hints[key], f"{source}: {key}") if key in hints else value
+        for key, value in values.items()
+    }
+    for name, settings in (
+        ("tokenizer", TokenizerStageSettings),
+        ("recommender", RecStageSettings),
+        ("codebook", CodebookSettings),
+    ):
+        section = checked.get(name)
+        if not isinstance(section, dict):
+            continue
+        hints = typing.get_type_hints(settings)
+        checked[name] = {  # unknown keys are left to RunConfig.check, which names them
+            key: _check_field(value, hints[key], f"{source}: {name}.{key}")
+            if key in hints
+            else value
+            for key, value in section.items()
+        }
+    return checked
+
+
+def _build_config(values: dict[str, Any], source: str) -> RunConfig:
+    """A checked :class:`RunConfig` from ``values``; every problem is a PipelineError that
+    names ``source`` and the field, raised before anything is written."""
+    from .run_config import PipelineError, RunConfig
+
+    values = _typed_settings(values, source)
+    try:
+        return RunConfig.from_dict(values, source=source)
+    except TypeError as e:  # a dataclass that refuses a value: still one line, with the source
+        raise PipelineError(f"{source}: {e}") from None
 
 
 # ---------------------------------------------------------------------------- pipeline
@@ -78,8 +227,8 @@ _STAGE_COMMANDS = {
 }
 
 
-def _run_config_from_args(args: argparse.Namespace):
-    from .pipeline import PipelineError, RunConfig, read_yaml_settings
+def _run_config_from_args(args: argparse.Namespace) -> RunConfig:
+    from .run_config import PipelineError, read_yaml_settings
 
     values = read_yaml_settings(args.config) if args.config else {}
     flags = {
@@ -101,10 +250,36 @@ def _run_config_from_args(args: argparse.Namespace):
         values["codebook"] = {**(values.get("codebook") or {}), **codebook}
     if "output_dir" not in values:
         raise PipelineError("give --output-dir (or output_dir in the config file)")
-    return RunConfig.from_dict(values, source=args.config or "command line")
+    return _build_config(values, source=args.config or "command line")
 
 
-def _print_table(out_dir) -> None:
+def _run_folder_config(folder: Path) -> RunConfig:
+    """The RunConfig saved in the run folder ``folder``, acting on ``folder`` itself.
+
+    The saved ``output_dir`` is the folder as the run was started: relative to the directory it
+    was started from, and another folder altogether once the run folder is copied or moved
+    (``cp -a runs/ref runs/c; store-hf report runs/c`` must not write into runs/ref). The
+    folder named on the command line is the run; ``output_dir`` is not part of its identity.
+    """
+    from .run_config import RUN_FILE, PipelineError
+
+    run_file = folder / RUN_FILE
+    if not run_file.is_file():
+        raise PipelineError(f"{folder}: no {RUN_FILE}; start with store-hf run")
+    try:
+        saved = json.loads(run_file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise PipelineError(
+            f"{run_file}: damaged, not valid JSON ({e}); rerun store-hf run with the run's "
+            "settings to write it again"
+        ) from None
+    values = saved.get("config") if isinstance(saved, dict) else None
+    if not isinstance(values, dict):
+        raise PipelineError(f"{run_file}: no 'config' mapping; not written by store-hf run")
+    return _build_config({**values, "output_dir": str(folder)}, source=str(run_file))
+
+
+def _print_table(out_dir: Path) -> None:
     from .report import metrics_table
 
     summary = json.loads((out_dir / "metrics.json").read_text())
@@ -113,9 +288,10 @@ def _print_table(out_dir) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    config = _run_config_from_args(args)  # checked before anything is read or written
     from .pipeline import Pipeline
 
-    pipeline = Pipeline(_run_config_from_args(args), force=args.force)
+    pipeline = Pipeline(config, force=args.force)
     if args.reuse_stages_from:
         pipeline.reuse_stages(args.reuse_stages_from)
     out = pipeline.run()
@@ -125,22 +301,18 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _stage(args: argparse.Namespace) -> int:
-    from .pipeline import Pipeline, PipelineError, RunConfig
+    config = _run_folder_config(args.output_dir)
+    from .pipeline import Pipeline
 
-    run_file = args.output_dir / "run_config.json"
-    if not run_file.is_file():
-        raise PipelineError(f"{args.output_dir}: no run_config.json; start with `store-hf run`")
-    config = RunConfig.from_dict(json.loads(run_file.read_text())["config"], source=str(run_file))
     pipeline = Pipeline(config, force=args.force)
     folder = getattr(pipeline, _STAGE_COMMANDS[args.command])()
     print(folder)
     return 0
 
 
-def _model_folder(path):
+# ---------------------------------------------------------------------------- a trained model
+def _model_folder(path: str | Path) -> Path:
     """A model folder, or the recommender model inside a run's output folder."""
-    from pathlib import Path
-
     path = Path(path)
     inner = path / "recommender" / "model"
     if inner.is_dir():
@@ -150,23 +322,42 @@ def _model_folder(path):
     return path
 
 
-def _load_rec(path):
+def _load_rec(path: str | Path) -> StoreForGenerativeRec:
     from .modeling_store import StoreForGenerativeRec
 
     return StoreForGenerativeRec.from_pretrained(_model_folder(path))
 
 
+def _finite(score: float) -> float | None:
+    """JSON has no infinity nor NaN (json.dumps would write -Infinity): null instead."""
+    return score if math.isfinite(score) else None
+
+
 def _recommend(args: argparse.Namespace) -> int:
+    if args.k < 1:  # before the model loads
+        raise ValueError(f"-k must be at least 1, got {args.k}")
     rec = _load_rec(args.model)
-    out = rec.recommend([args.history], k=args.k)
-    print(json.dumps({"items": out.item_ids[0], "scores": out.scores[0].tolist()}, indent=2))
+    k, catalogue = args.k, len(rec.config.item_ids)
+    if k > catalogue:  # beam search cannot find more items than there are
+        print(
+            f"store-hf: -k {k} is more than the {catalogue} items of the catalogue; "
+            f"recommending all {catalogue}",
+            file=sys.stderr,
+        )
+        k = catalogue
+    out = rec.recommend([args.history], k=k)
+    items = out.item_ids[0]
+    # fewer than k items where beams were no item: the scores beyond them are -inf fillers
+    scores = [_finite(s) for s in out.scores[0].tolist()[: len(items)]]
+    print(json.dumps({"items": items, "scores": scores}, indent=2, allow_nan=False))
     return 0
 
 
 def _score(args: argparse.Namespace) -> int:
     rec = _load_rec(args.model)
     scores = rec.score([args.history] * len(args.candidates), args.candidates)
-    print(json.dumps(dict(zip(args.candidates, scores.tolist())), indent=2))
+    values = [_finite(s) for s in scores.tolist()]
+    print(json.dumps(dict(zip(args.candidates, values)), indent=2, allow_nan=False))
     return 0
 
 
@@ -185,7 +376,7 @@ def _push(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="store-hf", description=__doc__)
+    parser = argparse.ArgumentParser(prog="store-hf", description=DESCRIPTION)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
     describe = sub.add_parser("describe", help="read a dataset and print its statistics")
@@ -206,7 +397,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--preset", help="cpu (default), tiny or paper")
     run.add_argument("--backbone", help="Hub id, local folder, .gguf file or smollm2-135m")
     run.add_argument("--dataset", help="dataset folder (default: the embedded Amazon set)")
-    run.add_argument("--dataset-format", dest="format", choices=available_formats())
+    run.add_argument("--dataset-format", dest="format", choices=DATASET_FORMATS)
     run.add_argument("--items", help="items file (with --interactions)")
     run.add_argument("--interactions", help="interactions file (with --items)")
     run.add_argument("--kcore", type=int)
@@ -232,14 +423,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     for command, stage in _STAGE_COMMANDS.items():
         p = sub.add_parser(command, help=f"run only the {stage} stage of a run folder")
-        p.add_argument("output_dir", type=Path, help="the run's output folder")
+        p.add_argument(
+            "output_dir", type=Path, help="the run's output folder (the stage writes here)"
+        )
         p.add_argument("--force", action="store_true", help="redo the stage if finished")
         p.set_defaults(func=_stage)
 
     rec = sub.add_parser("recommend", help="top-k next items for one history")
     rec.add_argument("model", help="a recommender model folder or a run folder")
     rec.add_argument("--history", nargs="+", required=True, help="item ids, oldest first")
-    rec.add_argument("-k", type=int, default=10)
+    rec.add_argument(
+        "-k", type=int, default=10, help="how many items (at most the catalogue's size)"
+    )
     rec.set_defaults(func=_recommend)
 
     score = sub.add_parser("score", help="yes-probabilities of candidates for one history")
@@ -256,6 +451,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _error_message(error: Exception) -> str | None:
+    """The one line that reports ``error`` to the user; ``None`` for what is a bug (its
+    traceback is what a bug report needs)."""
+    if isinstance(error, KeyError):  # unknown item ids: the message is the key
+        message = str(error.args[0]) if error.args else repr(error)
+    elif isinstance(error, OSError) and error.filename is not None:
+        # "[Errno 13] Permission denied: 'runs/x'" -> "runs/x: Permission denied"
+        where = f"{error.filename}" + (f" -> {error.filename2}" if error.filename2 else "")
+        message = f"{where}: {error.strerror or error}"
+    elif isinstance(error, (OSError, RuntimeError, ValueError)):
+        # OSError: network, disk; ValueError: bad settings or data (PipelineError,
+        # DataFormatError); RuntimeError: e.g. no Hub token
+        message = str(error) or type(error).__name__
+    else:
+        return None
+    # one line, also where a library's message has several (the Hub's HTTP errors)
+    return " ".join(line.strip() for line in message.splitlines() if line.strip())
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -266,14 +480,15 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("matplotlib").setLevel(logging.WARNING)
     try:
         return args.func(args)
-    except (DataFormatError, FileNotFoundError, RuntimeError, ValueError) as e:
-        if args.verbose:  # the full traceback, for bug reports
+    except KeyboardInterrupt:  # Ctrl-C: the user knows why; finished stages stay finished
+        print("store-hf: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as e:
+        message = _error_message(e)
+        if message is None or args.verbose:  # the full traceback, for bug reports
             raise
-        print(f"store-hf: error: {e}", file=sys.stderr)
-        return 2
-    except KeyError as e:  # unknown item ids
-        print(f"store-hf: error: {e.args[0]}", file=sys.stderr)
-        return 2
+        print(f"store-hf: error: {message}", file=sys.stderr)
+        return EXIT_ERROR
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ import os
 import re
 import shutil
 import string
+import sys
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -416,6 +417,8 @@ def push_to_hub(
     Raises:
         FileNotFoundError: ``folder`` is not a complete model folder.
         RuntimeError: no token was given or found.
+        ConnectionError: the Hub could not be reached ("could not reach the Hugging Face
+            Hub: ...", whatever HTTP client huggingface_hub uses).
     """
     import huggingface_hub
 
@@ -437,18 +440,44 @@ def push_to_hub(
             "the HF_TOKEN environment variable, or pass token=... (it needs write access)"
         )
     api = api if api is not None else huggingface_hub.HfApi()
-    url = api.create_repo(repo_id, token=token, private=private, repo_type="model", exist_ok=True)
-    # a bare "name" becomes "user/name": upload to the id the Hub answered with
-    target = getattr(url, "repo_id", None) or repo_id
-    commit = api.upload_folder(
-        repo_id=target,
-        folder_path=str(folder),
-        repo_type="model",
-        token=token,
-        commit_message=commit_message,
-        ignore_patterns=["__pycache__/*", "*.pyc", ".*"],  # caches, temp files of cards
-    )
+    try:
+        url = api.create_repo(
+            repo_id, token=token, private=private, repo_type="model", exist_ok=True
+        )
+        # a bare "name" becomes "user/name": upload to the id the Hub answered with
+        target = getattr(url, "repo_id", None) or repo_id
+        commit = api.upload_folder(
+            repo_id=target,
+            folder_path=str(folder),
+            repo_type="model",
+            token=token,
+            commit_message=commit_message,
+            ignore_patterns=["__pycache__/*", "*.pyc", ".*"],  # caches, temp files of cards
+        )
+    except Exception as e:
+        if not isinstance(e, _network_errors()):
+            raise
+        endpoint = getattr(api, "endpoint", None) or huggingface_hub.constants.ENDPOINT
+        # one ConnectionError whatever the HTTP client: callers (the CLI) report it in a line
+        raise ConnectionError(f"could not reach the Hugging Face Hub: {e} (at {endpoint})") from e
     return str(getattr(commit, "commit_url", None) or url)
+
+
+def _network_errors() -> tuple[type[BaseException], ...]:
+    """The exceptions that say the Hub could not be reached: the built-in ``ConnectionError``
+    (huggingface_hub's ``OfflineModeIsEnabled`` is one) and ``TimeoutError``, and the
+    transport errors of the HTTP client huggingface_hub uses, which are not ``OSError``s
+    (httpx2 in huggingface_hub 2.x, httpx in 1.x, requests before). Looked up when an upload
+    failed, so the client is imported by then and none is imported here."""
+    errors: list[type[BaseException]] = [ConnectionError, TimeoutError]
+    for client in ("httpx2", "httpx"):
+        module = sys.modules.get(client)
+        if module is not None and hasattr(module, "TransportError"):
+            errors.append(module.TransportError)  # connect, read and proxy errors, timeouts
+    requests = sys.modules.get("requests")
+    if requests is not None:
+        errors += [requests.ConnectionError, requests.Timeout]
+    return tuple(errors)
 
 
 def _push_with_card(folder: Path, card: Path, repo_id, token, private, commit_message, api) -> str:
