@@ -5,16 +5,24 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .data import DataOptions, load_dataset_or_embedded
+from .data import DataOptions, available_formats, load_dataset_or_embedded
 from .data.dataset import RecDataset
 from .data.splits import EVAL_SEED
 from .files import read_json, sha256_file
-from .presets import SEMANTIC_IDS, Preset, get_preset
+from .presets import (
+    SEMANTIC_IDS,
+    CodebookSettings,
+    Preset,
+    RecStageSettings,
+    TokenizerStageSettings,
+    get_preset,
+)
 
 RUN_FILE = "run_config.json"
 RUN_FILE_HINT = "start the run again in a new --output-dir (this folder's settings are unreadable)"
@@ -67,7 +75,7 @@ class RunConfig:
             raise PipelineError(f"{source}: unknown key(s) {unknown}; known keys: {sorted(known)}")
         if "output_dir" not in values:
             raise PipelineError(f"{source}: 'output_dir' is required")
-        config = cls(**values)
+        config = cls(**typed_settings(values, source))
         config.check(source)
         return config
 
@@ -78,7 +86,7 @@ class RunConfig:
     def check(self, source: str = "config") -> None:
         """Validate every field and stage setting (names and types); :class:`PipelineError`
         names ``source`` and the field."""
-        _check_fields(self, type(self), source, skip=("tokenizer", "recommender", "codebook"))
+        typed_settings(dataclasses.asdict(self), source)
         try:
             preset = get_preset(self.preset)
         except ValueError as e:
@@ -97,13 +105,27 @@ class RunConfig:
                 raise PipelineError(
                     f"{source}: {name}: unknown setting(s) {bad}; known: {sorted(allowed)}"
                 )
-            _check_fields(values, type(settings), f"{source}: {name}")
         if self.semantic_ids not in SEMANTIC_IDS:
             raise PipelineError(
                 f"{source}: semantic_ids: {self.semantic_ids!r} is not one of {list(SEMANTIC_IDS)}"
             )
-        if self.seed < 0 or self.eval_seed < 0:
-            raise PipelineError(f"{source}: seed and eval_seed must be >= 0")
+        for name, value, low in (
+            ("seed", self.seed, 0),
+            ("eval_seed", self.eval_seed, 0),
+            ("kcore", self.kcore, 1),
+            ("eval_tokenizer_items", self.eval_tokenizer_items, 0),
+            ("codebook.codebook_size", self.codebook.get("codebook_size"), 2),
+            ("codebook.pca_dim", self.codebook.get("pca_dim"), 1),
+        ):
+            if value is not None and value < low:
+                raise PipelineError(f"{source}: {name}: must be >= {low}, got {value}")
+        if not str(self.output_dir).strip():
+            raise PipelineError(f"{source}: output_dir: empty")
+        if self.dataset_format is not None and self.dataset_format not in available_formats():
+            raise PipelineError(
+                f"{source}: dataset_format: {self.dataset_format!r} is not one of "
+                f"{available_formats()}"
+            )
 
     def input_files(self) -> list[Path]:
         """The data files the run reads: every file of the dataset folder, the items and
@@ -184,42 +206,103 @@ def read_yaml_settings(path: str | os.PathLike) -> dict[str, Any]:
     return values
 
 
-_TYPE_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+def _expected(hint: Any) -> tuple[str, Any] | None:
+    """What a settings field of type ``hint`` accepts: a phrase for error messages and a check
+    ``value -> value`` (converted where YAML is known to mistype) raising ``TypeError``;
+    ``None`` for types not checked here."""
+
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(hint)
+        parts = [_expected(a) for a in args if a is not type(None)]
+        if any(p is None for p in parts):
+            return None
+        words = " or ".join(p[0] for p in parts) + (" or null" if type(None) in args else "")
+
+        def either(value: Any) -> Any:
+            if value is None and type(None) in args:
+                return None
+            for _, check in parts:
+                try:
+                    return check(value)
+                except TypeError:
+                    pass
+            raise TypeError
+
+        return words, either
+    if hint is bool:
+        return "true or false", lambda v: v if isinstance(v, bool) else _wrong()
+    if hint is int:  # YAML's true/false are bools, and bool is an int subclass: refuse them
+        return (
+            "an integer",
+            lambda v: v if isinstance(v, int) and not isinstance(v, bool) else _wrong(),
+        )
+    if hint is float:
+        return "a number", _number
+    if hint is str:
+        return "a string", lambda v: v if isinstance(v, str) else _wrong()
+    if hint is dict or origin is dict:
+        return "a mapping", lambda v: v if isinstance(v, dict) else _wrong()
+    return None
 
 
-def _check_fields(values: Any, cls: type, source: str, skip: tuple[str, ...] = ()) -> None:
-    """Check ``values`` (a dataclass instance or a dict of its fields) against the field types
-    of ``cls``: int, float, bool, str, ``X | None`` and dicts, the kinds settings use."""
-    hints = typing.get_type_hints(cls)
-    items = (
-        values.items()
-        if isinstance(values, dict)
-        else ((f.name, getattr(values, f.name)) for f in dataclasses.fields(values))
-    )
-    for name, value in items:
-        if name in skip or name not in hints:
+def _wrong() -> Any:
+    raise TypeError
+
+
+def _number(value: Any) -> float | int:
+    if isinstance(value, bool):
+        raise TypeError
+    if isinstance(value, (int, float)):
+        return value
+    if isinstance(value, str):
+        # YAML 1.1 (PyYAML) reads 5e-4 as a string (a float needs a dot: 5.0e-4); it is a number
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    raise TypeError
+
+
+def _check_field(value: Any, hint: Any, where: str) -> Any:
+    """``value`` as the field of type ``hint`` takes it; :class:`PipelineError` naming the field
+    (``where``) and what it needs otherwise."""
+    expected = _expected(hint)
+    if expected is None:
+        return value
+    words, check = expected
+    try:
+        return check(value)
+    except TypeError:
+        raise PipelineError(
+            f"{where}: expected {words}, got {value!r} ({type(value).__name__})"
+        ) from None
+
+
+def typed_settings(values: dict[str, Any], source: str) -> dict[str, Any]:
+    """``values`` (a run config's keys) with every value of a known key checked against the type
+    of its field, in RunConfig and in the preset's stage settings (tokenizer, recommender,
+    codebook). RunConfig.from_dict checks the key names but not the values, and a mistyped
+    value (``seed: abc``) would otherwise fail only in a stage, after the output folder and its
+    run_config.json were written."""
+    hints = typing.get_type_hints(RunConfig)
+    checked = {
+        key: _check_field(value, hints[key], f"{source}: {key}") if key in hints else value
+        for key, value in values.items()
+    }
+    for name, settings in (
+        ("tokenizer", TokenizerStageSettings),
+        ("recommender", RecStageSettings),
+        ("codebook", CodebookSettings),
+    ):
+        section = checked.get(name)
+        if not isinstance(section, dict):
             continue
-        allowed = typing.get_args(hints[name]) or (hints[name],)
-        if value is None and type(None) in allowed:
-            continue
-        if not any(_is_a(value, t) for t in allowed):
-            wanted = " or ".join(
-                _TYPE_NAMES.get(typing.get_origin(t) or t, getattr(t, "__name__", str(t)))
-                for t in allowed
-                if t is not type(None)
-            )
-            optional = " (or null)" if type(None) in allowed else ""
-            raise PipelineError(f"{source}: {name}: expected {wanted}{optional}, got {value!r}")
-
-
-def _is_a(value: Any, kind: Any) -> bool:
-    origin = typing.get_origin(kind) or kind
-    if origin is Any:
-        return True
-    if origin is bool:
-        return isinstance(value, bool)
-    if origin is int:  # YAML's true/false are not integers here
-        return isinstance(value, int) and not isinstance(value, bool)
-    if origin is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    return isinstance(value, origin)
+        hints = typing.get_type_hints(settings)
+        checked[name] = {  # unknown keys are left to RunConfig.check, which names them
+            key: _check_field(value, hints[key], f"{source}: {name}.{key}")
+            if key in hints
+            else value
+            for key, value in section.items()
+        }
+    return checked
