@@ -148,18 +148,13 @@ def _run_folder_config(folder: Path) -> RunConfig:
     (``cp -a runs/ref runs/c; store-hf report runs/c`` must not write into runs/ref). The
     folder named on the command line is the run; ``output_dir`` is not part of its identity.
     """
-    from .run_config import RUN_FILE, PipelineError
+    from .files import read_json
+    from .run_config import RUN_FILE, RUN_FILE_HINT, PipelineError
 
     run_file = folder / RUN_FILE
     if not run_file.is_file():
         raise PipelineError(f"{folder}: no {RUN_FILE}; start with store-hf run")
-    try:
-        saved = json.loads(run_file.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise PipelineError(
-            f"{run_file}: damaged, not valid JSON ({e}); rerun store-hf run with the run's "
-            "settings to write it again"
-        ) from None
+    saved = read_json(run_file, hint=RUN_FILE_HINT)
     values = saved.get("config") if isinstance(saved, dict) else None
     if not isinstance(values, dict):
         raise PipelineError(f"{run_file}: no 'config' mapping; not written by store-hf run")
@@ -167,9 +162,10 @@ def _run_folder_config(folder: Path) -> RunConfig:
 
 
 def _print_table(out_dir: Path) -> None:
+    from .files import read_json
     from .report import metrics_table
 
-    summary = json.loads((out_dir / "metrics.json").read_text())
+    summary = read_json(out_dir / "metrics.json", hint=f"run `store-hf report {out_dir} --force`")
     print(metrics_table(summary["systems"]))
     print(summary["note"])
 
