@@ -254,10 +254,23 @@ def train_recommender(
         valid_rows if by_ndcg else None,
         callbacks=[EarlyStoppingCallback(early_stopping_patience=settings.patience)],
     )
+    # stage 2 restarts the learning-rate schedule (warmup to the peak again) and can leave the
+    # model worse than stage 1 did: stage 1's last validation competes for the best model
+    last = next((h for h in reversed(joint_trainer.state.log_history) if metric in h), None)
+    if last is not None and last.get("step") == joint_trainer.state.global_step:
+        stage1_metric = last[metric]
+    else:  # stage 1 did not validate its final weights
+        stage1_metric = rec_trainer.evaluate().get(metric) if len(rec_valid) else None
+    stage1_weights = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
     rec_trainer.train(resume_from_checkpoint=_resume(output_dir / "rec", resume_from_checkpoint))
+    stage2_kept = keep_better_stage(
+        model, stage1_weights, stage1_metric, rec_trainer.state.best_metric, by_ndcg
+    )
     return {
         "joint_log": joint_trainer.state.log_history,
         "rec_log": rec_trainer.state.log_history,
+        "stage1_metric": stage1_metric,
+        "stage2_kept": stage2_kept,
         "best_metric": rec_trainer.state.best_metric,
         "metric_for_best_model": metric,
         "stopped_at_step": rec_trainer.state.global_step,
@@ -273,6 +286,32 @@ def train_recommender(
         },
         "layout": settings.layout,
     }
+
+
+@torch.no_grad()
+def keep_better_stage(
+    model: torch.nn.Module,
+    stage1_weights: dict[str, torch.Tensor],
+    stage1_metric: float | None,
+    stage2_metric: float | None,
+    greater_is_better: bool,
+) -> bool:
+    """Whether stage 2's best model beat stage 1's last one on the validation metric; where it
+    did not, the trainable weights go back to ``stage1_weights`` (a tie keeps stage 1, the
+    shorter training). Without both metrics stage 2's model is kept."""
+    if stage1_metric is None or stage2_metric is None:
+        return True
+    better = stage2_metric > stage1_metric if greater_is_better else stage2_metric < stage1_metric
+    if not better:
+        logger.info(
+            "stage 2's best validation %.4f did not beat stage 1's %.4f: keeping stage 1's model",
+            stage2_metric,
+            stage1_metric,
+        )
+        params = dict(model.named_parameters())
+        for name, value in stage1_weights.items():
+            params[name].copy_(value)
+    return better
 
 
 def train_recommender_stage(
@@ -379,6 +418,7 @@ def _resume(stage_dir: Path, resume: bool | str | None) -> str | None:
 __all__ = [
     "RecTrainer",
     "evaluation_steps",
+    "keep_better_stage",
     "train_recommender",
     "train_recommender_stage",
 ]
