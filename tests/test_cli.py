@@ -218,8 +218,8 @@ def test_an_unwritable_output_folder_is_one_line_naming_it(tmp_path, monkeypatch
     from store_hf.pipeline import Pipeline
 
     out = _unwritable(tmp_path, kind)
-    # the dataset is read before the folder is claimed: a stand-in keeps the test fast
-    monkeypatch.setattr(Pipeline, "dataset", property(lambda self: None))
+    # the dataset is read and checked before the folder is claimed: skipped to keep it fast
+    monkeypatch.setattr(Pipeline, "check_inputs", lambda self: None)
     assert main(["run", "--output-dir", str(out), "--preset", "tiny"]) == 2
     line = _one_line_error(capsys)
     assert line.startswith(f"store-hf: error: {out}: ") and "Errno" not in line
