@@ -19,7 +19,7 @@ import time
 
 import numpy as np
 
-from store_hf.clustering import SemanticCodebook, embedding_memory
+from store_hf.semantic_ids import SemanticCodebook, embedding_memory
 
 ATTRIBUTES = ("title", "brand", "categories", "description")
 

@@ -32,9 +32,9 @@ from store_hf.backbones import native_bf16  # noqa: E402
 from store_hf.data import leave_one_out, load_embedded_dataset, sample_users  # noqa: E402
 from store_hf.files import write_json_atomic  # noqa: E402
 from store_hf.modeling_store import StoreForGenerativeRec  # noqa: E402
-from store_hf.packing import packed_templates  # noqa: E402
 from store_hf.presets import get_preset  # noqa: E402
-from store_hf.rec_training import RecCollator, RecInstructionData  # noqa: E402
+from store_hf.templates import packed_templates  # noqa: E402
+from store_hf.training import RecCollator, RecInstructionData  # noqa: E402
 
 
 def batches(dataset, size: int) -> list[list[dict]]:

@@ -63,8 +63,7 @@ from store_hf.backbones import resolve_bf16  # noqa: E402
 from store_hf.data import (  # noqa: E402
     EVAL_SEED,
     leave_one_out,
-    load_embedded_dataset,
-    read_dataset,
+    load_dataset_or_embedded,
     sample_users,
 )
 from store_hf.files import write_json_atomic  # noqa: E402
@@ -103,7 +102,7 @@ class Harness:
         self.args, self.seed = args, seed
         self.preset = get_preset(args.preset)
         self.test_users = None if args.test_users == 0 else args.test_users
-        self.dataset = read_dataset(args.dataset) if args.dataset else load_embedded_dataset()
+        self.dataset = load_dataset_or_embedded(args.dataset)
         max_history = self.preset.recommender.max_history
         self.splits = leave_one_out(self.dataset, max_history=max_history)
         # the users `store-hf evaluate` ranks: drawn with the fixed evaluation seed, the same
@@ -191,7 +190,7 @@ class Harness:
     def _position_constrained(self, system: str, semantic_ids: str = "store") -> dict:
         """The recommender of the run ``system`` with beam search constrained per position (any
         code valid at that position, LC-Rec's soft constraint) instead of the item trie."""
-        from store_hf.rec_training import evaluate_recommender
+        from store_hf.evaluation import evaluate_recommender
 
         pipeline, _ = self._pipeline(self._run_config(system, semantic_ids))
         settings = self.preset.recommender

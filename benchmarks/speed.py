@@ -46,11 +46,14 @@ from benchmarks import recommend as rec_bench  # noqa: E402
 from benchmarks import tokenizer_paths as tok_bench  # noqa: E402
 from benchmarks import trie as trie_bench  # noqa: E402
 from benchmarks.machine import machine_info  # noqa: E402
-from store_hf.collators import DenseTokenizerCollator, tokenize_items  # noqa: E402
 from store_hf.data import load_embedded_dataset  # noqa: E402
 from store_hf.prompts import left_pad  # noqa: E402
-from store_hf.tasks import default_task_setup  # noqa: E402
-from store_hf.tokenizer_training import item_texts  # noqa: E402
+from store_hf.templates import default_task_setup  # noqa: E402
+from store_hf.training import (  # noqa: E402
+    DenseTokenizerCollator,
+    item_texts,  # noqa: E402
+    tokenize_items,
+)
 from store_hf.trie import CodeTrie, code_token_ids  # noqa: E402
 
 SECTIONS = ("trie_step", "beam_search", "recommend", "tokenizer_paths", "scoring", "encode")
@@ -410,7 +413,7 @@ def section_encode(ctx: Context, size: dict) -> dict:
     texts = item_texts(ctx.dataset.items.select(range(n)), model.config.content_attributes)
 
     def encode(bf16: bool):
-        return model.encode_items(texts, tokenizer, batch_size=bs, bf16=bf16, show_progress=False)
+        return model.encode_items(texts, tokenizer, batch_size=bs, bf16=bf16)
 
     # the agreement check is the warm-up of both
     agree = float(torch.nn.functional.cosine_similarity(encode(False), encode(True), -1).min())

@@ -15,10 +15,10 @@ import time
 
 import torch
 
-from store_hf.collators import DenseTokenizerCollator, tokenize_items
 from store_hf.data import load_embedded_dataset
 from store_hf.modeling_store import StoreTokenizerModel
-from store_hf.tasks import default_task_setup
+from store_hf.templates import default_task_setup
+from store_hf.training import DenseTokenizerCollator, tokenize_items
 
 
 def time_path(model, batch, path: str, repeats: int) -> float:

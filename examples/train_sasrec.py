@@ -26,8 +26,7 @@ from store_hf.baselines import MostPopular, SASRec, SASRecConfig
 from store_hf.data import (
     EVAL_SEED,
     leave_one_out,
-    load_embedded_dataset,
-    read_dataset,
+    load_dataset_or_embedded,
     sample_users,
 )
 from store_hf.files import write_json_atomic
@@ -75,7 +74,7 @@ def main() -> None:
     set_seed(args.seed)  # torch, numpy and random, before anything is built
 
     started = time.perf_counter()
-    dataset = read_dataset(args.dataset) if args.dataset else load_embedded_dataset()
+    dataset = load_dataset_or_embedded(args.dataset)
     splits = leave_one_out(dataset, max_history=args.max_len)
     # the same users as `store-hf evaluate` and benchmarks/quality.py for the same eval seed
     test = sample_users(splits["test"], args.max_test_users, args.eval_seed)

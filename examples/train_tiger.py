@@ -33,18 +33,17 @@ import torch
 from transformers import set_seed
 
 from store_hf.baselines import MostPopular
-from store_hf.baselines.rqvae import RQVAE, RQVAEConfig
 from store_hf.baselines.text_encoder import DEFAULT_MODEL, encode_texts, item_texts
 from store_hf.baselines.tiger import TIGER, TIGERConfig
 from store_hf.data import (
     EVAL_SEED,
     leave_one_out,
-    load_embedded_dataset,
-    read_dataset,
+    load_dataset_or_embedded,
     sample_users,
 )
 from store_hf.files import write_json_atomic
 from store_hf.metrics import ranking_metrics
+from store_hf.semantic_ids.rqvae import RQVAE, RQVAEConfig
 
 KS = (1, 5, 10, 20)
 #: ``paper``: TIGER's T5 (4 + 4 layers, 6 heads of 64) with d_ff 512; ``cpu``: 2 + 2 layers,
@@ -121,7 +120,7 @@ def main() -> None:
         logging.info("%s done in %.1f s", name, seconds[name])
 
     started = t = time.perf_counter()
-    dataset = read_dataset(args.dataset) if args.dataset else load_embedded_dataset()
+    dataset = load_dataset_or_embedded(args.dataset)
     splits = leave_one_out(dataset, max_history=args.max_history)
     lap("load_and_split", t)
 

@@ -17,14 +17,15 @@ from pathlib import Path
 
 from transformers import set_seed
 
-from store_hf.collators import DenseTokenizerCollator, tokenize_items
-from store_hf.data import load_embedded_dataset, read_dataset
+from store_hf.data import load_dataset_or_embedded
 from store_hf.presets import PRESETS, get_preset
-from store_hf.tokenizer_training import (
+from store_hf.training import (
+    DenseTokenizerCollator,
     build_tokenizer_model,
     calibrate_placeholder_scaler,
     dense_information_gap,
     stage_training_arguments,
+    tokenize_items,
     train_dense_tokenizer,
 )
 
@@ -59,7 +60,7 @@ def main() -> None:
 
     set_seed(args.seed)  # torch, numpy and random, before the model and its LoRA are built
     preset = get_preset(args.preset, **({"backbone": args.backbone} if args.backbone else {}))
-    dataset = read_dataset(args.dataset) if args.dataset else load_embedded_dataset()
+    dataset = load_dataset_or_embedded(args.dataset)
     items = dataset.items.shuffle(seed=args.seed)
     n_train = min(
         args.max_items or preset.tokenizer.max_items or len(items), len(items) - args.eval_items

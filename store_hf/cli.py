@@ -1,23 +1,42 @@
-"""``store-hf`` command line (also ``python -m store_hf``)."""
+"""The store-hf command line (also python -m store_hf).
+
+Building the parser and parsing the arguments import nothing heavy (no torch, transformers or
+datasets): every command imports what it needs when it runs, so ``store-hf --help`` and usage
+errors answer at once. Errors the user can act on are one line on stderr with a non-zero exit
+status, never a traceback (``-v`` shows it).
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import logging
+import math
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from .clustering import embedding_memory
-from .data import (
-    DataFormatError,
-    DataOptions,
-    available_formats,
-    load_embedded_dataset,
-    read_dataset,
-)
-from .data.describe import format_statistics
 from .presets import SEMANTIC_IDS
+
+if TYPE_CHECKING:
+    from .data.dataset import RecDataset
+    from .modeling_store import StoreForGenerativeRec
+    from .run_config import RunConfig
+
+DESCRIPTION = (
+    "STORE generative recommendation: read a dataset, run the pipeline (or one stage of it), "
+    "recommend and score with a trained model, push it to the Hugging Face Hub."
+)
+
+#: The names of the dataset readers, i.e. ``store_hf.data.available_formats()``, written out:
+#: importing the reader registry imports every reader and, with them, numpy and datasets (over a
+#: second), which ``--help`` must not pay. tests/test_cli.py checks that the two agree.
+DATASET_FORMATS = ("amazon", "generic", "lcrec", "mind", "movielens", "recbole", "yelp")
+
+#: exit status of an interrupted command (128 + SIGINT, as shells report it)
+EXIT_INTERRUPTED = 130
+#: exit status of a command that stopped on an error it reported in one line
+EXIT_ERROR = 2
 
 
 def _add_data_arguments(parser: argparse.ArgumentParser) -> None:
@@ -25,7 +44,7 @@ def _add_data_arguments(parser: argparse.ArgumentParser) -> None:
         "path", nargs="?", help="dataset folder (default: the embedded Amazon Scientific set)"
     )
     parser.add_argument(
-        "--dataset-format", dest="format", choices=available_formats(), help="dataset format"
+        "--dataset-format", dest="format", choices=DATASET_FORMATS, help="dataset format"
     )
     parser.add_argument("--items", help="items file (with --interactions)")
     parser.add_argument("--interactions", help="interactions file (with --items)")
@@ -39,16 +58,16 @@ def _add_data_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def load_from_args(args: argparse.Namespace):
+def load_from_args(args: argparse.Namespace) -> RecDataset:
     """Read the dataset the data arguments name (the embedded one when none is named)."""
+    from .data import DataOptions, load_dataset_or_embedded
+
     options = DataOptions(
         min_sequence_length=args.min_sequence_length,
         kcore=args.kcore,
         consecutive_duplicates=args.consecutive_duplicates,
     )
-    if args.path is None and args.items is None and args.interactions is None:
-        return load_embedded_dataset(options)
-    return read_dataset(
+    return load_dataset_or_embedded(
         args.path,
         format=args.format,
         items=args.items,
@@ -58,6 +77,9 @@ def load_from_args(args: argparse.Namespace):
 
 
 def _describe(args: argparse.Namespace) -> int:
+    from .data.describe import format_statistics
+    from .semantic_ids import embedding_memory
+
     dataset = load_from_args(args)
     stats = dataset.statistics()
     stats["memory"] = {
@@ -68,6 +90,17 @@ def _describe(args: argparse.Namespace) -> int:
     }
     print(json.dumps(stats, indent=2) if args.json else format_statistics(stats))
     return 0
+
+
+def _build_config(values: dict[str, Any], source: str) -> RunConfig:
+    """A checked :class:`RunConfig` from ``values``; every problem is a PipelineError that
+    names ``source`` and the field, raised before anything is written."""
+    from .run_config import PipelineError, RunConfig
+
+    try:
+        return RunConfig.from_dict(values, source=source)
+    except TypeError as e:  # a dataclass that refuses a value: still one line, with the source
+        raise PipelineError(f"{source}: {e}") from None
 
 
 # ---------------------------------------------------------------------------- pipeline
@@ -81,8 +114,8 @@ _STAGE_COMMANDS = {
 }
 
 
-def _run_config_from_args(args: argparse.Namespace):
-    from .pipeline import PipelineError, RunConfig, read_yaml_settings
+def _run_config_from_args(args: argparse.Namespace) -> RunConfig:
+    from .run_config import PipelineError, read_yaml_settings
 
     values = read_yaml_settings(args.config) if args.config else {}
     flags = {
@@ -98,23 +131,50 @@ def _run_config_from_args(args: argparse.Namespace):
         "semantic_ids": args.semantic_ids,
     }
     values.update({k: v for k, v in flags.items() if v is not None})
+    codebook = {"codebook_size": args.codebook_size, "pca_dim": args.pca_dim}
+    codebook = {k: v for k, v in codebook.items() if v is not None}
+    if codebook:  # flags over the config file's codebook settings
+        values["codebook"] = {**(values.get("codebook") or {}), **codebook}
     if "output_dir" not in values:
         raise PipelineError("give --output-dir (or output_dir in the config file)")
-    return RunConfig.from_dict(values, source=args.config or "command line")
+    return _build_config(values, source=args.config or "command line")
 
 
-def _print_table(out_dir) -> None:
+def _run_folder_config(folder: Path) -> RunConfig:
+    """The RunConfig saved in the run folder ``folder``, acting on ``folder`` itself.
+
+    The saved ``output_dir`` is the folder as the run was started: relative to the directory it
+    was started from, and another folder altogether once the run folder is copied or moved
+    (``cp -a runs/ref runs/c; store-hf report runs/c`` must not write into runs/ref). The
+    folder named on the command line is the run; ``output_dir`` is not part of its identity.
+    """
+    from .files import read_json
+    from .run_config import RUN_FILE, RUN_FILE_HINT, PipelineError
+
+    run_file = folder / RUN_FILE
+    if not run_file.is_file():
+        raise PipelineError(f"{folder}: no {RUN_FILE}; start with store-hf run")
+    saved = read_json(run_file, hint=RUN_FILE_HINT)
+    values = saved.get("config") if isinstance(saved, dict) else None
+    if not isinstance(values, dict):
+        raise PipelineError(f"{run_file}: no 'config' mapping; not written by store-hf run")
+    return _build_config({**values, "output_dir": str(folder)}, source=str(run_file))
+
+
+def _print_table(out_dir: Path) -> None:
+    from .files import read_json
     from .report import metrics_table
 
-    summary = json.loads((out_dir / "metrics.json").read_text())
+    summary = read_json(out_dir / "metrics.json", hint=f"run `store-hf report {out_dir} --force`")
     print(metrics_table(summary["systems"]))
     print(summary["note"])
 
 
 def _run(args: argparse.Namespace) -> int:
+    config = _run_config_from_args(args)  # checked before anything is read or written
     from .pipeline import Pipeline
 
-    pipeline = Pipeline(_run_config_from_args(args), force=args.force)
+    pipeline = Pipeline(config, force=args.force)
     if args.reuse_stages_from:
         pipeline.reuse_stages(args.reuse_stages_from)
     out = pipeline.run()
@@ -124,22 +184,18 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _stage(args: argparse.Namespace) -> int:
-    from .pipeline import Pipeline, PipelineError, RunConfig
+    config = _run_folder_config(args.output_dir)
+    from .pipeline import Pipeline
 
-    run_file = args.output_dir / "run_config.json"
-    if not run_file.is_file():
-        raise PipelineError(f"{args.output_dir}: no run_config.json; start with `store-hf run`")
-    config = RunConfig.from_dict(json.loads(run_file.read_text())["config"], source=str(run_file))
     pipeline = Pipeline(config, force=args.force)
     folder = getattr(pipeline, _STAGE_COMMANDS[args.command])()
     print(folder)
     return 0
 
 
-def _model_folder(path):
+# ---------------------------------------------------------------------------- a trained model
+def _model_folder(path: str | Path) -> Path:
     """A model folder, or the recommender model inside a run's output folder."""
-    from pathlib import Path
-
     path = Path(path)
     inner = path / "recommender" / "model"
     if inner.is_dir():
@@ -149,36 +205,61 @@ def _model_folder(path):
     return path
 
 
-def _load_rec(path):
+def _load_rec(path: str | Path) -> StoreForGenerativeRec:
     from .modeling_store import StoreForGenerativeRec
 
     return StoreForGenerativeRec.from_pretrained(_model_folder(path))
 
 
+def _finite(score: float) -> float | None:
+    """JSON has no infinity nor NaN (json.dumps would write -Infinity): null instead."""
+    return score if math.isfinite(score) else None
+
+
 def _recommend(args: argparse.Namespace) -> int:
+    if args.k < 1:  # before the model loads
+        raise ValueError(f"-k must be at least 1, got {args.k}")
     rec = _load_rec(args.model)
-    out = rec.recommend([args.history], k=args.k)
-    print(json.dumps({"items": out.item_ids[0], "scores": out.scores[0].tolist()}, indent=2))
+    k, catalogue = args.k, len(rec.config.item_ids)
+    if k > catalogue:  # beam search cannot find more items than there are
+        print(
+            f"store-hf: -k {k} is more than the {catalogue} items of the catalogue; "
+            f"recommending all {catalogue}",
+            file=sys.stderr,
+        )
+        k = catalogue
+    out = rec.recommend([args.history], k=k)
+    items = out.item_ids[0]
+    # fewer than k items where beams were no item: the scores beyond them are -inf fillers
+    scores = [_finite(s) for s in out.scores[0].tolist()[: len(items)]]
+    print(json.dumps({"items": items, "scores": scores}, indent=2, allow_nan=False))
     return 0
 
 
 def _score(args: argparse.Namespace) -> int:
     rec = _load_rec(args.model)
     scores = rec.score([args.history] * len(args.candidates), args.candidates)
-    print(json.dumps(dict(zip(args.candidates, scores.tolist())), indent=2))
+    values = [_finite(s) for s in scores.tolist()]
+    print(json.dumps(dict(zip(args.candidates, values)), indent=2, allow_nan=False))
     return 0
 
 
 def _push(args: argparse.Namespace) -> int:
     from .hub import push_to_hub
 
-    url = push_to_hub(_model_folder(args.folder), args.repo_id, private=args.private)
+    card = Path(args.folder) / "report" / "README.md"  # a run folder's model card
+    url = push_to_hub(
+        _model_folder(args.folder),
+        args.repo_id,
+        private=args.private,
+        model_card=card if card.is_file() else None,
+    )
     print(url)
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="store-hf", description=__doc__)
+    parser = argparse.ArgumentParser(prog="store-hf", description=DESCRIPTION)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
     describe = sub.add_parser("describe", help="read a dataset and print its statistics")
@@ -199,7 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--preset", help="cpu (default), tiny or paper")
     run.add_argument("--backbone", help="Hub id, local folder, .gguf file or smollm2-135m")
     run.add_argument("--dataset", help="dataset folder (default: the embedded Amazon set)")
-    run.add_argument("--dataset-format", dest="format", choices=available_formats())
+    run.add_argument("--dataset-format", dest="format", choices=DATASET_FORMATS)
     run.add_argument("--items", help="items file (with --interactions)")
     run.add_argument("--interactions", help="interactions file (with --items)")
     run.add_argument("--kcore", type=int)
@@ -210,6 +291,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="store (default): the dense tokenizer + k-means; llm-rqvae: mean-pooled backbone "
         "embeddings + RQ-VAE; minilm-rqvae: TIGER's MiniLM + RQ-VAE codes (ablations)",
     )
+    run.add_argument(
+        "--codebook-size", type=int, help="k, codes per position (default: the preset's, 256)"
+    )
+    run.add_argument("--pca-dim", type=int, help="d, PCA size before k-means (default 32)")
     run.add_argument("--force", action="store_true", help="redo finished stages")
     run.add_argument(
         "--reuse-stages-from",
@@ -221,14 +306,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     for command, stage in _STAGE_COMMANDS.items():
         p = sub.add_parser(command, help=f"run only the {stage} stage of a run folder")
-        p.add_argument("output_dir", type=Path, help="the run's output folder")
+        p.add_argument(
+            "output_dir", type=Path, help="the run's output folder (the stage writes here)"
+        )
         p.add_argument("--force", action="store_true", help="redo the stage if finished")
         p.set_defaults(func=_stage)
 
     rec = sub.add_parser("recommend", help="top-k next items for one history")
     rec.add_argument("model", help="a recommender model folder or a run folder")
     rec.add_argument("--history", nargs="+", required=True, help="item ids, oldest first")
-    rec.add_argument("-k", type=int, default=10)
+    rec.add_argument(
+        "-k", type=int, default=10, help="how many items (at most the catalogue's size)"
+    )
     rec.set_defaults(func=_recommend)
 
     score = sub.add_parser("score", help="yes-probabilities of candidates for one history")
@@ -245,6 +334,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _error_message(error: Exception) -> str | None:
+    """The one line that reports ``error`` to the user; ``None`` for what is a bug (its
+    traceback is what a bug report needs)."""
+    if isinstance(error, KeyError):  # unknown item ids: the message is the key
+        message = str(error.args[0]) if error.args else repr(error)
+    elif isinstance(error, OSError) and error.filename is not None:
+        # "[Errno 13] Permission denied: 'runs/x'" -> "runs/x: Permission denied"
+        where = f"{error.filename}" + (f" -> {error.filename2}" if error.filename2 else "")
+        message = f"{where}: {error.strerror or error}"
+    elif isinstance(error, (OSError, RuntimeError, ValueError)):
+        # OSError: network, disk; ValueError: bad settings or data (PipelineError,
+        # DataFormatError); RuntimeError: e.g. no Hub token
+        message = str(error) or type(error).__name__
+    else:
+        return None
+    # one line, also where a library's message has several (the Hub's HTTP errors)
+    return " ".join(line.strip() for line in message.splitlines() if line.strip())
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -255,14 +363,15 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("matplotlib").setLevel(logging.WARNING)
     try:
         return args.func(args)
-    except (DataFormatError, FileNotFoundError, RuntimeError, ValueError) as e:
-        if args.verbose:  # the full traceback, for bug reports
+    except KeyboardInterrupt:  # Ctrl-C: the user knows why; finished stages stay finished
+        print("store-hf: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as e:
+        message = _error_message(e)
+        if message is None or args.verbose:  # the full traceback, for bug reports
             raise
-        print(f"store-hf: error: {e}", file=sys.stderr)
-        return 2
-    except KeyError as e:  # unknown item ids
-        print(f"store-hf: error: {e.args[0]}", file=sys.stderr)
-        return 2
+        print(f"store-hf: error: {message}", file=sys.stderr)
+        return EXIT_ERROR
 
 
 if __name__ == "__main__":

@@ -5,39 +5,12 @@ from __future__ import annotations
 from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
-#: Task kinds of the dense tokenizer's post-pretraining (paper Table 2).
-RECONSTRUCTION = "reconstruction"
-GENERATION = "generation"
+from .templates import DEFAULT_TEMPLATES, GENERATION, RECONSTRUCTION, default_tasks
 
 #: LoRA target modules per backbone family: every attention and MLP projection.
 LORA_TARGETS = {
     "opt": ["q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"],
     "llama": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-}
-
-
-def default_tasks(
-    content_attributes: list[str], target_attributes: list[str]
-) -> list[dict[str, str]]:
-    """One task per target attribute: reconstruction if it is part of the content, else generation."""
-    return [
-        {"attribute": a, "kind": RECONSTRUCTION if a in content_attributes else GENERATION}
-        for a in target_attributes
-    ]
-
-
-#: Instruction templates of the generative recommender (paper Figures 5 and 7). Code tokens
-#: and item text are inserted between the pieces in token space, so no piece holds a field.
-DEFAULT_TEMPLATES = {
-    "rec_prefix": "A user bought these items, oldest first:",
-    "rec_suffix": "\nThe next item is:",
-    "align_prefix": "Item description:",
-    "align_suffix": "\nThe item's tokens are:",
-    "score_prefix": "A user bought these items, oldest first:",
-    "score_candidate": "\nCandidate item:",
-    "score_suffix": "\nWill the user buy the candidate? Answer yes or no:",
-    "answer_yes": " yes",
-    "answer_no": " no",
 }
 
 
@@ -62,15 +35,19 @@ class StoreConfig(PreTrainedConfig):
             (``lora_target_modules=None``: every attention and MLP projection of the family).
         lora_active: whether the weights carry unmerged LoRA adapters (set by ``add_lora`` and
             ``merge_lora``; lets ``from_pretrained`` rebuild them).
-        codebook_size / codebook_dim: k-means clusters per position (k) and PCA components (d).
+        codebook_size: ``k``, k-means clusters per position (the codes' range). The clusterer's
+            other settings (PCA components, ...) belong to the codebook, not to the model.
         code_token_offset: id of the first code token in the recommender's vocabulary (the
             backbone's vocabulary size); code ``c`` of position ``p`` is token
             ``code_token_offset + p * codebook_size + c``. Set by ``StoreForGenerativeRec``.
         item_ids: the catalogue, in the row order of the recommender's ``item_codes`` buffer.
-        templates: instruction templates of the recommender (see ``DEFAULT_TEMPLATES``).
+        templates: instruction templates of the recommender (see ``templates.DEFAULT_TEMPLATES``).
         prompt_token_ids: the templates' pieces as token ids, so that a saved recommender builds
-            its prompts without a text tokenizer; ``answer_token_ids`` are the "yes"/"no" tokens
-            of the scoring mode.
+            its prompts without a text tokenizer (``answer_yes``/``answer_no`` are the scoring
+            mode's tokens).
+
+    Configs saved before ``codebook_dim`` and ``answer_token_ids`` were dropped (no model read
+    them) still load: unknown keys of a ``config.json`` are kept as plain attributes.
         max_history: items of a user's history kept in a prompt (the most recent ones).
     """
 
@@ -90,12 +67,10 @@ class StoreConfig(PreTrainedConfig):
     lora_target_modules: list[str] | None = None
     lora_active: bool = False
     codebook_size: int = 256
-    codebook_dim: int = 32
     code_token_offset: int | None = None
     item_ids: list[str] | None = None
     templates: dict[str, str] | None = None
     prompt_token_ids: dict[str, list[int]] | None = None
-    answer_token_ids: list[int] | None = None
     max_history: int = 20
 
     def __post_init__(self, **kwargs):
@@ -144,4 +119,4 @@ class StoreConfig(PreTrainedConfig):
         return self.text_config.hidden_size
 
 
-__all__ = ["DEFAULT_TEMPLATES", "StoreConfig"]
+__all__ = ["StoreConfig"]

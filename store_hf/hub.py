@@ -18,11 +18,15 @@ import json
 import logging
 import os
 import re
+import shutil
 import string
+import sys
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from .files import atomic_write, link_or_copy
 
 logger = logging.getLogger(__name__)
 
@@ -284,16 +288,7 @@ def write_model_card(
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: no such model folder")
     text = render_model_card(context, template)
-    path = folder / "README.md"
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".README.md.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(folder / "README.md", text)
 
 
 def extract_usage_snippet(card_text: str, repo_id: str | os.PathLike | None = None) -> str:
@@ -398,6 +393,7 @@ def push_to_hub(
     private: bool = False,
     commit_message: str = "Upload STORE recommender",
     api: Any = None,
+    model_card: str | os.PathLike | None = None,
 ) -> str:
     """Upload a model folder to a Hub model repository (created if needed).
 
@@ -411,6 +407,9 @@ def push_to_hub(
         commit_message: message of the upload commit.
         api: an object with ``create_repo`` and ``upload_folder`` like
             ``huggingface_hub.HfApi`` (default: a new ``HfApi``); tests pass a stand-in.
+        model_card: a card to upload as the repository's ``README.md`` instead of the folder's
+            own (a run's card is ``report/README.md``: the report stage never writes into the
+            finished recommender stage).
 
     Returns:
         The URL of the upload commit (the repository URL if the API returns none).
@@ -418,10 +417,16 @@ def push_to_hub(
     Raises:
         FileNotFoundError: ``folder`` is not a complete model folder.
         RuntimeError: no token was given or found.
+        ConnectionError: the Hub could not be reached ("could not reach the Hugging Face
+            Hub: ...", whatever HTTP client huggingface_hub uses).
     """
     import huggingface_hub
 
     folder = check_model_folder(folder)
+    if model_card is not None:
+        return _push_with_card(
+            folder, Path(model_card), repo_id, token, private, commit_message, api
+        )
     if not (folder / "README.md").is_file():
         logger.warning(
             "%s has no README.md: the Hub page will have no model card (write one with "
@@ -435,18 +440,59 @@ def push_to_hub(
             "the HF_TOKEN environment variable, or pass token=... (it needs write access)"
         )
     api = api if api is not None else huggingface_hub.HfApi()
-    url = api.create_repo(repo_id, token=token, private=private, repo_type="model", exist_ok=True)
-    # a bare "name" becomes "user/name": upload to the id the Hub answered with
-    target = getattr(url, "repo_id", None) or repo_id
-    commit = api.upload_folder(
-        repo_id=target,
-        folder_path=str(folder),
-        repo_type="model",
-        token=token,
-        commit_message=commit_message,
-        ignore_patterns=["__pycache__/*", "*.pyc", ".*"],  # caches, temp files of cards
-    )
+    try:
+        url = api.create_repo(
+            repo_id, token=token, private=private, repo_type="model", exist_ok=True
+        )
+        # a bare "name" becomes "user/name": upload to the id the Hub answered with
+        target = getattr(url, "repo_id", None) or repo_id
+        commit = api.upload_folder(
+            repo_id=target,
+            folder_path=str(folder),
+            repo_type="model",
+            token=token,
+            commit_message=commit_message,
+            ignore_patterns=["__pycache__/*", "*.pyc", ".*"],  # caches, temp files of cards
+        )
+    except Exception as e:
+        if not isinstance(e, _network_errors()):
+            raise
+        endpoint = getattr(api, "endpoint", None) or huggingface_hub.constants.ENDPOINT
+        # one ConnectionError whatever the HTTP client: callers (the CLI) report it in a line
+        raise ConnectionError(f"could not reach the Hugging Face Hub: {e} (at {endpoint})") from e
     return str(getattr(commit, "commit_url", None) or url)
+
+
+def _network_errors() -> tuple[type[BaseException], ...]:
+    """The exceptions that say the Hub could not be reached: the built-in ``ConnectionError``
+    (huggingface_hub's ``OfflineModeIsEnabled`` is one) and ``TimeoutError``, and the
+    transport errors of the HTTP client huggingface_hub uses, which are not ``OSError``s
+    (httpx2 in huggingface_hub 2.x, httpx in 1.x, requests before). Looked up when an upload
+    failed, so the client is imported by then and none is imported here."""
+    errors: list[type[BaseException]] = [ConnectionError, TimeoutError]
+    for client in ("httpx2", "httpx"):
+        module = sys.modules.get(client)
+        if module is not None and hasattr(module, "TransportError"):
+            errors.append(module.TransportError)  # connect, read and proxy errors, timeouts
+    requests = sys.modules.get("requests")
+    if requests is not None:
+        errors += [requests.ConnectionError, requests.Timeout]
+    return tuple(errors)
+
+
+def _push_with_card(folder: Path, card: Path, repo_id, token, private, commit_message, api) -> str:
+    """Push ``folder`` with ``card`` as its README: a staging folder of hard links (copies
+    across file systems) holds both, so the upload is one commit."""
+    if not card.is_file():
+        raise FileNotFoundError(f"{card}: model card not found")
+    with tempfile.TemporaryDirectory(prefix="store-hf-push-") as staging:
+        stage = Path(staging) / folder.name
+        shutil.copytree(folder, stage, copy_function=link_or_copy, ignore=_UPLOAD_IGNORE)
+        shutil.copy(card, stage / "README.md")
+        return push_to_hub(stage, repo_id, token, private, commit_message, api)
+
+
+_UPLOAD_IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", ".*", "README.md")
 
 
 __all__ = [

@@ -9,6 +9,10 @@ Inside a block attention is causal. Across blocks only two edges exist: the dens
 whole content block, and the task block sees the whole placeholder block. Everything the task
 block learns about the item must therefore pass through the placeholders, which are filled with
 the dense tokens' last-layer outputs (the dual forward).
+
+The literal (paper) path of ``StoreTokenizerModel.forward(path="literal")`` is here too
+(:func:`literal_inputs`, :func:`cascaded_forward`, :func:`literal_forward`): it is the only user
+of this mask, the default fast path needs none. Shipped with saved models (torch only).
 """
 
 from __future__ import annotations
@@ -86,3 +90,88 @@ def block_position_ids(block_ids: torch.LongTensor) -> torch.LongTensor:
     return torch.where(
         first, pos_first, torch.where(second, pos_second, torch.zeros_like(pos_first))
     ).clamp_min(0)
+
+
+# ---------------------------------------------------------------- the literal (paper) path
+# StoreTokenizerModel.forward(path="literal") runs the paper's single sequence under this mask;
+# the default fast path computes the same loss without it (see docs/tokenizer.md). The functions
+# take the model as their first argument and use its embedding and backbone helpers.
+
+
+def literal_inputs(
+    model,
+    content_input_ids: torch.LongTensor,
+    content_attention_mask: torch.LongTensor,
+    task_item_index: torch.LongTensor,
+    task_ids: torch.LongTensor,
+    labels: torch.LongTensor,
+) -> tuple[torch.Tensor, torch.LongTensor]:
+    """The paper's single sequence per sample, with the placeholder block still empty (zeros).
+
+    Args:
+        model: a ``StoreTokenizerModel``; the other arguments as in its ``forward``.
+
+    Returns:
+        ``inputs_embeds`` ``(num_samples, content_len + 2v + T, dim)`` laid out as
+        ``[left pad][content][DT][PH][task][target][right pad]`` and its ``block_ids``
+        ``(num_samples, content_len + 2v + T)``.
+    """
+    v = model.config.num_dense_tokens
+    content = model._embed(content_input_ids[task_item_index])
+    n, dtype = content.shape[0], content.dtype
+    dense = model.dense_embeddings.to(dtype).unsqueeze(0).expand(n, -1, -1)
+    task_inputs = model._task_inputs(task_ids, labels)
+    embeds = torch.cat([content, dense, torch.zeros_like(dense), task_inputs], dim=1)
+    task_real = torch.cat([labels.new_ones(n, 1, dtype=torch.bool), labels[:, :-1] != -100], dim=1)
+    block_ids = torch.cat(
+        [
+            torch.where(content_attention_mask[task_item_index].bool(), CONTENT, PAD),
+            torch.full((n, v), DENSE, device=labels.device),
+            torch.full((n, v), PLACEHOLDER, device=labels.device),
+            torch.where(task_real, TASK, PAD),
+        ],
+        dim=1,
+    )
+    return embeds, block_ids
+
+
+def cascaded_forward(
+    model, inputs_embeds: torch.Tensor, block_ids: torch.LongTensor
+) -> torch.Tensor:
+    """One backbone forward of literal sequences ``(B, L, dim)`` under the cascaded mask, with
+    :func:`block_position_ids`: ``(B, L, dim)`` last-layer states."""
+    mask = cascaded_attention_mask(block_ids, inputs_embeds.dtype)
+    return model._run(inputs_embeds, mask, block_position_ids(block_ids))
+
+
+def literal_forward(
+    model,
+    inputs_embeds: torch.Tensor,
+    block_ids: torch.LongTensor,
+    task_item_index: torch.LongTensor,
+    num_items: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The dual forward of :func:`literal_inputs`' sequences: run them, fill the placeholders with
+    the scaled dense-token outputs, run them again.
+
+    Args:
+        inputs_embeds / block_ids: ``(num_samples, L, dim)`` / ``(num_samples, L)`` from
+            :func:`literal_inputs`.
+        task_item_index: ``(num_samples,)`` item of each sample; ``num_items``: items in the batch.
+
+    Returns:
+        ``dense`` ``(num_items, v, dim)`` dense-token states (one row per item) and the task
+        block's states ``(num_samples, T, dim)``, as the fast path returns them.
+    """
+    v = model.config.num_dense_tokens
+    c = int((block_ids[0] == DENSE).int().argmax())  # content width: every row is padded to it
+    dense = cascaded_forward(model, inputs_embeds, block_ids)[:, c : c + v]
+    placeholders = model.placeholder_scaler(dense).to(inputs_embeds.dtype)
+    filled = torch.cat(
+        [inputs_embeds[:, : c + v], placeholders, inputs_embeds[:, c + 2 * v :]], dim=1
+    )
+    second = cascaded_forward(model, filled, block_ids)
+    # Every sample of an item computed the same dense states; keep one row per item.
+    item_dense = dense.new_zeros(num_items, *dense.shape[1:])
+    item_dense[task_item_index] = dense
+    return item_dense, second[:, c + 2 * v :]

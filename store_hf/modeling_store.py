@@ -1,56 +1,40 @@
-"""STORE models: the dense tokenizer (text -> v dense tokens per item).
+"""STORE's two models over one :class:`StoreConfig`: the dense tokenizer (text -> ``v`` dense
+tokens per item, paper section 3.1) and the generative recommender (section 3.3).
 
-Hub users receive this file through ``trust_remote_code``; it imports only transformers, torch,
-peft (lazily, for LoRA) and its two relative siblings.
+Why one file of about 700 lines: as in transformers' modeling files, the models of a config and
+their shared base class are read together; everything that is not a model definition lives in
+a sibling module (``layers_store``: the scaler, code-token embedding and head; ``lora_store``;
+``masking``: the literal path; ``generation_store``: decoding; ``trie``; ``prompts``).
+
+Hub users receive this file and those siblings through ``trust_remote_code``; they import only
+transformers, torch, numpy, peft (lazily, for LoRA) and each other.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from transformers import AutoModelForCausalLM, GenerationMixin, PreTrainedModel
 from transformers.modeling_outputs import CausalLMOutputWithPast
 from transformers.utils import ModelOutput
 
 from .configuration_store import StoreConfig
-from .masking import (
-    CONTENT,
-    DENSE,
-    PAD,
-    PLACEHOLDER,
-    TASK,
-    block_position_ids,
-    cascaded_attention_mask,
+from .generation_store import (
+    RecommendationOutput,
+    constrained_beam_search,
+    recommend_items,
+    score_candidates,
 )
+from .layers_store import CodeTokenEmbedding, CodeTokenHead, PlaceholderScaler, labelled_token_loss
+from .lora_store import inject_lora, merge_lora
+from .masking import literal_forward, literal_inputs
 from .prompts import PromptBuilder, left_pad
 from .trie import CodeTrie, TrieLogitsProcessor
-
-
-def labelled_token_loss(
-    head: nn.Module,
-    states: torch.Tensor,
-    labels: torch.LongTensor,
-    num_items_in_batch: int | torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Cross-entropy of states ``(N, T, dim)`` against aligned labels ``(N, T)`` (-100: none).
-
-    Only labelled positions go through the LM head: the vocabulary projection dominates the cost
-    of short targets. The sum is divided by ``num_items_in_batch`` when given (the Trainer's
-    count under gradient accumulation), else by the number of labelled tokens.
-    """
-    keep = labels != -100
-    logits = head(states[keep]).float()
-    total = F.cross_entropy(logits, labels[keep], reduction="sum")
-    denom = num_items_in_batch if num_items_in_batch is not None else keep.sum().clamp_min(1)
-    if torch.is_tensor(denom):
-        denom = denom.to(total.device)
-    return total / denom
 
 
 @dataclass
@@ -80,6 +64,21 @@ class StorePreTrainedModel(PreTrainedModel):
     _supports_attention_backend = True
     #: backbone parameters (by attribute name) that stay trainable next to LoRA
     _trainable_names: tuple[str, ...] = ()
+
+    def __init__(self, config: StoreConfig, backbone: PreTrainedModel | None = None) -> None:
+        """Set up ``self.backbone``: ``backbone`` if given (a pretrained causal LM), else one
+        built from ``config.text_config``."""
+        if backbone is not None and backbone.config._attn_implementation is None:
+            # transformers 5 resets a sub-config's attention implementation to None when a wrapper
+            # config is built around it; the backbone would then run without any causal mask.
+            # The top-level setter propagates into text_config (the backbone's config).
+            config._attn_implementation = config._attn_implementation or "sdpa"
+        super().__init__(config)
+        self.backbone = (
+            backbone
+            if backbone is not None
+            else AutoModelForCausalLM.from_config(config.text_config)
+        )
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         """``PreTrainedModel.save_pretrained``, with the ``auto_map`` entry of this class repaired.
@@ -112,104 +111,20 @@ class StorePreTrainedModel(PreTrainedModel):
                     f.write("\n")
                 os.replace(tmp, path)
 
-    def _lora_config(self):
-        from peft import LoraConfig
-
-        return LoraConfig(
-            r=self.config.lora_r,
-            lora_alpha=self.config.lora_alpha,
-            lora_dropout=self.config.lora_dropout,
-            target_modules=list(self.config.lora_target_modules),
-            bias="none",
-        )
-
-    def _inject_lora(self) -> None:
-        from peft import inject_adapter_in_model
-
-        inject_adapter_in_model(self._lora_config(), self.backbone)
-        for name, param in self.backbone.named_parameters():
-            param.requires_grad_(
-                "lora_" in name or name.rpartition(".")[2] in self._trainable_names
-            )
-
     def add_lora(self) -> StorePreTrainedModel:
         """Add LoRA adapters to every attention and MLP projection (``config.lora_target_modules``)
         and freeze all other backbone weights (the STORE-specific parameters stay trainable)."""
         if self.config.lora_active:
             raise ValueError("LoRA adapters are already active")
-        self._inject_lora()
+        inject_lora(self.backbone, self.config, self._trainable_names)
         self.config.lora_active = True
         return self
 
-    @torch.no_grad()
     def merge_lora(self) -> StorePreTrainedModel:
         """Merge the LoRA adapters into the backbone weights and remove them (one plain LLM again)."""
-        from peft.tuners.lora import LoraLayer
-
-        for name, module in list(self.backbone.named_modules()):
-            if isinstance(module, LoraLayer):
-                module.merge()
-                parent_name, _, child = name.rpartition(".")
-                parent = self.backbone.get_submodule(parent_name) if parent_name else self.backbone
-                setattr(parent, child, module.get_base_layer())
+        merge_lora(self.backbone)
         self.config.lora_active = False
         return self
-
-
-class PlaceholderScaler(nn.Module):
-    """Maps dense-token outputs ``(..., dim)`` to placeholder inputs ``(..., dim)``.
-
-    Last-layer states do not look like input embeddings: in SmolLM2-135M their norm is about 50
-    against 2.5, and about 94% of their energy is a component shared by every item (one outlier
-    dimension alone averages 32). Modes:
-
-    - ``"standardize"`` (default): subtract a per-dimension centre and divide by a per-dimension
-      scale, both measured over real items by :meth:`calibrate` (buffers, saved with the model),
-      then apply a learned gain and bias initialised to the word embeddings' per-dimension std and
-      mean. What differs between items becomes the whole signal, at the scale of an embedding.
-    - ``"rms"``: RMS-normalise each state, times a learned gain initialised to the embedding RMS.
-    - ``"none"``: the raw state, as the paper's text literally says.
-    """
-
-    def __init__(self, hidden_size: int, mode: str) -> None:
-        super().__init__()
-        self.mode = mode
-        self.gain = (
-            nn.Parameter(torch.ones(hidden_size)) if mode in ("rms", "standardize") else None
-        )
-        self.bias = nn.Parameter(torch.zeros(hidden_size)) if mode == "standardize" else None
-        if mode == "standardize":
-            self.register_buffer("center", torch.zeros(hidden_size))
-            self.register_buffer("scale", torch.ones(hidden_size))
-
-    @torch.no_grad()
-    def reset_parameters(self, embedding_table: torch.Tensor) -> None:
-        """Start the gain (and bias) at the statistics of the word-embedding table ``(vocab, dim)``."""
-        table = embedding_table.float()
-        if self.mode == "rms":
-            self.gain.fill_(float(table.pow(2).mean(-1).sqrt().mean()))
-        elif self.mode == "standardize":
-            self.gain.copy_(table.std(0))
-            self.bias.copy_(table.mean(0))
-
-    @torch.no_grad()
-    def calibrate(self, states: torch.Tensor) -> None:
-        """Measure the centre and scale on dense-token states ``(num_items, v, dim)``."""
-        if self.mode != "standardize":
-            return
-        flat = states.float().reshape(-1, states.shape[-1])
-        self.center.copy_(flat.mean(0))
-        self.scale.copy_(flat.std(0).clamp_min(1e-3))
-
-    def forward(self, states: torch.Tensor) -> torch.Tensor:
-        if self.mode == "none":
-            return states
-        x = states.float()
-        if self.mode == "rms":
-            x = x * x.pow(2).mean(-1, keepdim=True).add(1e-6).rsqrt() * self.gain
-        else:
-            x = (x - self.center) / self.scale * self.gain + self.bias
-        return x.to(states.dtype)
 
 
 class StoreTokenizerModel(StorePreTrainedModel):
@@ -229,24 +144,14 @@ class StoreTokenizerModel(StorePreTrainedModel):
     """
 
     def __init__(self, config: StoreConfig, backbone: PreTrainedModel | None = None) -> None:
-        if backbone is not None and backbone.config._attn_implementation is None:
-            # transformers 5 resets a sub-config's attention implementation to None when a wrapper
-            # config is built around it; the backbone would then run without any causal mask.
-            # The top-level setter propagates into text_config (the backbone's config).
-            config._attn_implementation = config._attn_implementation or "sdpa"
-        super().__init__(config)
-        self.backbone = (
-            backbone
-            if backbone is not None
-            else AutoModelForCausalLM.from_config(config.text_config)
-        )
+        super().__init__(config, backbone)
         dim = self.embedding_dim
         self.dense_embeddings = nn.Parameter(torch.zeros(config.num_dense_tokens, dim))
         self.task_embeddings = nn.Parameter(torch.zeros(config.num_tasks, dim))
         self.placeholder_scaler = PlaceholderScaler(dim, config.placeholder_scaling)
         self.backbone.get_input_embeddings().weight.requires_grad_(False)
         if config.lora_active:
-            self._inject_lora()
+            inject_lora(self.backbone, config, self._trainable_names)
         self.post_init()
 
     # ------------------------------------------------------------------ set-up
@@ -441,79 +346,16 @@ class StoreTokenizerModel(StorePreTrainedModel):
             dense = self.encode_dense(content_input_ids, content_attention_mask)
             states = self.decode_states(dense[task_item_index], task_ids, labels)
         elif path == "literal":
-            dense, states = self._literal_forward(
-                content_input_ids, content_attention_mask, task_item_index, task_ids, labels
+            embeds, block_ids = literal_inputs(
+                self, content_input_ids, content_attention_mask, task_item_index, task_ids, labels
             )
+            num_items = content_input_ids.shape[0]
+            dense, states = literal_forward(self, embeds, block_ids, task_item_index, num_items)
         else:
             raise ValueError(f"path must be 'fast' or 'literal', got {path!r}")
         loss = self._loss(states, labels, num_items_in_batch)
         logits = self.backbone.get_output_embeddings()(states) if return_logits else None
         return StoreTokenizerOutput(loss=loss, logits=logits, dense_states=dense)
-
-    def literal_inputs(
-        self,
-        content_input_ids: torch.LongTensor,
-        content_attention_mask: torch.LongTensor,
-        task_item_index: torch.LongTensor,
-        task_ids: torch.LongTensor,
-        labels: torch.LongTensor,
-    ) -> tuple[torch.Tensor, torch.LongTensor]:
-        """The paper's single sequence per sample, with the placeholder block still empty (zeros).
-
-        Returns:
-            ``inputs_embeds`` ``(num_samples, content_len + 2v + T, dim)`` laid out as
-            ``[left pad][content][DT][PH][task][target][right pad]`` and its ``block_ids``.
-        """
-        v = self.config.num_dense_tokens
-        content = self._embed(content_input_ids[task_item_index])
-        n, dtype = content.shape[0], content.dtype
-        dense = self.dense_embeddings.to(dtype).unsqueeze(0).expand(n, -1, -1)
-        task_inputs = self._task_inputs(task_ids, labels)
-        embeds = torch.cat([content, dense, torch.zeros_like(dense), task_inputs], dim=1)
-        task_real = torch.cat(
-            [labels.new_ones(n, 1, dtype=torch.bool), labels[:, :-1] != -100], dim=1
-        )
-        block_ids = torch.cat(
-            [
-                torch.where(content_attention_mask[task_item_index].bool(), CONTENT, PAD),
-                torch.full((n, v), DENSE, device=labels.device),
-                torch.full((n, v), PLACEHOLDER, device=labels.device),
-                torch.where(task_real, TASK, PAD),
-            ],
-            dim=1,
-        )
-        return embeds, block_ids
-
-    def cascaded_forward(
-        self, inputs_embeds: torch.Tensor, block_ids: torch.LongTensor
-    ) -> torch.Tensor:
-        """One forward of a literal sequence under the cascaded mask: ``(B, L, dim)`` states."""
-        mask = cascaded_attention_mask(block_ids, inputs_embeds.dtype)
-        return self._run(inputs_embeds, mask, block_position_ids(block_ids))
-
-    def _literal_forward(
-        self, content_input_ids, content_attention_mask, task_item_index, task_ids, labels
-    ):
-        v = self.config.num_dense_tokens
-        embeds, block_ids = self.literal_inputs(
-            content_input_ids, content_attention_mask, task_item_index, task_ids, labels
-        )
-        c = content_input_ids.shape[1]
-        first = self.cascaded_forward(embeds, block_ids)
-        dense = first[:, c : c + v]
-        filled = torch.cat(
-            [
-                embeds[:, : c + v],
-                self.placeholder_scaler(dense).to(embeds.dtype),
-                embeds[:, c + 2 * v :],
-            ],
-            dim=1,
-        )
-        second = self.cascaded_forward(filled, block_ids)
-        # Every sample of an item computed the same dense states; keep one row per item.
-        item_dense = dense.new_zeros(content_input_ids.shape[0], *dense.shape[1:])
-        item_dense[task_item_index] = dense
-        return item_dense, second[:, c + 2 * v :]
 
     # ------------------------------------------------------------------ inference
     @torch.no_grad()
@@ -523,73 +365,43 @@ class StoreTokenizerModel(StorePreTrainedModel):
         tokenizer,
         batch_size: int = 32,
         bf16: bool = False,
-        show_progress: bool = True,
         pooling: str = "dense",
+        progress: Callable[[range], Iterable[int]] | None = None,
     ) -> torch.Tensor:
-        """Dense tokens of each item: the "text-to-token" entry point of the clusterer.
+        """Dense tokens of each item, in this process: the "text-to-token" entry point of the
+        clusterer. The pipeline's encode stage calls ``store_hf.item_encoding.encode_items``,
+        which shards the items over ``torch.distributed`` processes and shows progress.
 
         Args:
-            texts: one content string per item (see ``store_hf.collators.format_content``).
+            texts: one content string per item (see ``store_hf.templates.format_content``).
             tokenizer: the backbone's tokenizer.
             batch_size: items per forward pass (items are sorted by length to limit padding).
             bf16: run the backbone under bfloat16 autocast: for a GPU, or a CPU with
                 AVX512-BF16/AMX (1.8x the fp32 speed measured on one; 0.59x on a CPU without).
             pooling: ``"dense"`` (the dense tokens) or ``"mean"`` (:meth:`encode_mean`, one
                 mean-pooled content embedding per item, for the ablations).
+            progress: optional wrapper of the ``range`` of batch starts (e.g. ``tqdm``).
 
         Returns:
             float32 tensor ``(num_items, v, dim)`` (``(num_items, dim)`` for ``"mean"``) on the
-            CPU, in the order of ``texts``. Under
-            ``torch.distributed`` (e.g. ``accelerate launch``) every process encodes a contiguous
-            shard and all processes receive the whole result, gathered in order.
+            CPU, in the order of ``texts``.
         """
-        import torch.distributed as dist
-
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            rank, world = dist.get_rank(), dist.get_world_size()
-            bounds = [len(texts) * r // world for r in range(world + 1)]
-            local = self._encode_items(
-                list(texts)[bounds[rank] : bounds[rank + 1]],
-                tokenizer,
-                batch_size,
-                bf16,
-                show_progress and rank == 0,
-                pooling,
-            )
-            shards = [None] * world
-            dist.all_gather_object(shards, local)
-            return torch.cat(shards)
-        return self._encode_items(list(texts), tokenizer, batch_size, bf16, show_progress, pooling)
-
-    def _encode_items(
-        self,
-        texts: list[str],
-        tokenizer,
-        batch_size: int,
-        bf16: bool,
-        show_progress: bool,
-        pooling: str = "dense",
-    ) -> torch.Tensor:
-        from tqdm.auto import tqdm
-
         if pooling not in ("dense", "mean"):
             raise ValueError(f"pooling must be 'dense' or 'mean', got {pooling!r}")
         encode = self.encode_dense if pooling == "dense" else self.encode_mean
-        was_training = self.training
-        self.eval()
         shape = (self.config.num_dense_tokens,) if pooling == "dense" else ()
         out = torch.empty(len(texts), *shape, self.embedding_dim)
         if not texts:
             return out
-        encoded = tokenizer(texts, truncation=True, max_length=self.config.max_content_length)[
-            "input_ids"
-        ]
+        encoded = tokenizer(
+            list(texts), truncation=True, max_length=self.config.max_content_length
+        )["input_ids"]
         order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
-        device = self.device
+        device, was_training = self.device, self.training
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-        for start in tqdm(
-            range(0, len(order), batch_size), desc="encode items", disable=not show_progress
-        ):
+        starts = range(0, len(order), batch_size)
+        self.eval()
+        for start in progress(starts) if progress is not None else starts:
             idx = order[start : start + batch_size]
             ids, mask = left_pad([encoded[i] for i in idx], pad_id, device)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
@@ -597,71 +409,6 @@ class StoreTokenizerModel(StorePreTrainedModel):
             out[idx] = states.float().cpu()
         self.train(was_training)
         return out
-
-
-class CodeTokenEmbedding(nn.Module):
-    """Input embeddings of the backbone plus ``num_codes`` trainable code-token rows.
-
-    Ids below ``num_embeddings`` read the frozen word-embedding table (``weight``, kept under its
-    original name so a tied LM head stays tied); ids from ``num_embeddings`` on read ``code_weight``.
-    """
-
-    def __init__(self, base: nn.Embedding, num_codes: int) -> None:
-        super().__init__()
-        self.weight = base.weight
-        self.weight.requires_grad_(False)
-        self.num_embeddings, self.embedding_dim = base.weight.shape
-        self.padding_idx = base.padding_idx
-        self.code_weight = nn.Parameter(base.weight.new_zeros(num_codes, self.embedding_dim))
-
-    def forward(self, input_ids: torch.LongTensor) -> torch.Tensor:
-        is_code = input_ids >= self.num_embeddings
-        words = F.embedding(input_ids.masked_fill(is_code, 0), self.weight)
-        codes = F.embedding((input_ids - self.num_embeddings).clamp_min(0), self.code_weight)
-        return torch.where(is_code.unsqueeze(-1), codes.to(words.dtype), words)
-
-
-class CodeTokenHead(nn.Module):
-    """The LM head plus logits for the code tokens: ``(..., dim) -> (..., vocab + num_codes)``.
-
-    With tied input/output embeddings (SmolLM2, OPT) the code rows are the input code rows, so
-    training either side trains both; otherwise the head has its own trainable ``code_weight``.
-    """
-
-    def __init__(self, base: nn.Linear, embedding: CodeTokenEmbedding, tied: bool) -> None:
-        super().__init__()
-        self.weight = base.weight
-        self.weight.requires_grad_(False)
-        self.bias = base.bias
-        self.tied = tied
-        if tied:  # a plain reference, not a submodule: the rows are saved once, with the input
-            self._embedding = [embedding]
-        else:
-            self.code_weight = nn.Parameter(embedding.code_weight.detach().clone())
-
-    @property
-    def code_rows(self) -> torch.Tensor:
-        return self._embedding[0].code_weight if self.tied else self.code_weight
-
-    def forward(self, states: torch.Tensor) -> torch.Tensor:
-        words = F.linear(states, self.weight, self.bias)
-        return torch.cat([words, F.linear(states, self.code_rows.to(states.dtype))], dim=-1)
-
-
-@dataclass
-class RecommendationOutput(ModelOutput):
-    """Output of :meth:`StoreForGenerativeRec.recommend`.
-
-    Args:
-        item_ids: per user, the top ``k`` item ids, best first (fewer when the beams found fewer).
-        scores: ``(num_users, k)`` summed log-probabilities of each item's code sequence
-            (``-inf`` where no item was found).
-        codes: ``(num_users, num_beams, v)`` the beams' code sequences, best first.
-    """
-
-    item_ids: list[list[str]] | None = None
-    scores: torch.FloatTensor | None = None
-    codes: torch.LongTensor | None = None
 
 
 class StoreForGenerativeRec(StorePreTrainedModel, GenerationMixin):
@@ -678,19 +425,12 @@ class StoreForGenerativeRec(StorePreTrainedModel, GenerationMixin):
     _trainable_names = ("code_weight",)
 
     def __init__(self, config: StoreConfig, backbone: PreTrainedModel | None = None) -> None:
-        if backbone is not None and backbone.config._attn_implementation is None:
-            config._attn_implementation = config._attn_implementation or "sdpa"
-        super().__init__(config)
         if config.code_token_offset is None or config.item_ids is None:
             raise ValueError(
                 "config.code_token_offset and config.item_ids are unset: build the recommender "
                 "with StoreForGenerativeRec.from_tokenizer_model"
             )
-        self.backbone = (
-            backbone
-            if backbone is not None
-            else AutoModelForCausalLM.from_config(config.text_config)
-        )
+        super().__init__(config, backbone)
         v, k = config.num_dense_tokens, config.codebook_size
         base_in, base_out = (
             self.backbone.get_input_embeddings(),
@@ -712,9 +452,9 @@ class StoreForGenerativeRec(StorePreTrainedModel, GenerationMixin):
         self.register_buffer(
             "item_codes", torch.zeros(len(config.item_ids), v, dtype=torch.long), persistent=True
         )
-        self._trie = self._trie_device = self._item_index = self._sorted_keys = None
+        self._trie = self._trie_device = self._item_index = None
         if config.lora_active:
-            self._inject_lora()
+            inject_lora(self.backbone, config, self._trainable_names)
         self.post_init()
 
     # ------------------------------------------------------------------ set-up
@@ -770,7 +510,7 @@ class StoreForGenerativeRec(StorePreTrainedModel, GenerationMixin):
             attn_implementation=backbone.config._attn_implementation,
             **settings,
         )
-        from .prompts import tokenize_templates
+        from .templates import tokenize_templates
 
         config.prompt_token_ids = tokenize_templates(config.templates, text_tokenizer)
         model = cls(config, backbone=backbone)
@@ -895,35 +635,9 @@ class StoreForGenerativeRec(StorePreTrainedModel, GenerationMixin):
         )
 
     # ------------------------------------------------------------------ inference
-    def _position_allowed(self, prefix: torch.LongTensor) -> torch.BoolTensor:
-        """``(B, d)`` prefixes -> ``(B, k)``: codes used at position ``d`` by any item."""
-        depth, k = prefix.shape[1], self.config.codebook_size
-        used = torch.zeros(k, dtype=torch.bool, device=prefix.device)
-        used[self.item_codes[:, depth].to(prefix.device)] = True
-        return used.expand(prefix.shape[0], k)
-
-    def _items_of(self, codes: torch.LongTensor) -> tuple[torch.LongTensor, torch.LongTensor]:
-        """Every catalogue row whose code sequence is one of ``codes`` ``(M, v)``.
-
-        Returns ``(rows, owner)``: matching rows, grouped by query in query order, and the query
-        each row answers. Queries that are no item (position mode) match nothing."""
-        k = self.config.codebook_size
-        weights = k ** torch.arange(codes.shape[1] - 1, -1, -1, device=codes.device)
-        if self._sorted_keys is None or self._sorted_keys[0].device != codes.device:
-            keys = (self.item_codes.to(codes.device) * weights).sum(-1)
-            self._sorted_keys = keys.sort(stable=True)
-        sorted_keys, order = self._sorted_keys
-        query = (codes * weights).sum(-1)
-        lo = torch.searchsorted(sorted_keys, query)
-        counts = torch.searchsorted(sorted_keys, query, right=True) - lo
-        owner = torch.repeat_interleave(torch.arange(len(codes), device=codes.device), counts)
-        starts = torch.repeat_interleave(lo, counts)
-        within = torch.arange(len(owner), device=codes.device) - torch.repeat_interleave(
-            counts.cumsum(0) - counts, counts
-        )
-        return order[starts + within], owner
-
+    # The decoding itself lives in generation_store.py; these are the model's public entry points.
     def _history_prompts(self, histories: list[list[str]]) -> list[list[int]]:
+        """Recommendation prompts (token ids) of item-id histories, oldest item first."""
         return [
             self.prompts.recommendation(self.item_codes[self.item_rows(h)].cpu()) for h in histories
         ]
@@ -932,151 +646,12 @@ class StoreForGenerativeRec(StorePreTrainedModel, GenerationMixin):
         pad = self.config.text_config.pad_token_id
         return pad if pad is not None else 0
 
-    @torch.no_grad()
-    def beam_search_codes(
-        self,
-        input_ids: torch.LongTensor,
-        attention_mask: torch.LongTensor,
-        num_beams: int,
-        mode: str = "trie",
-    ) -> tuple[torch.LongTensor, torch.FloatTensor]:
-        """Constrained beam search over the ``v`` code positions with one prefill per prompt.
-
-        Stock ``generate`` repeats each prompt ``num_beams`` times before the prefill; here the
-        prompt runs once and its KV cache is repeated across the beams. Scores are the same as
-        ``generate``'s (log-softmax over the whole vocabulary, summed over the ``v`` steps).
-
-        Args:
-            input_ids / attention_mask: ``(B, L)`` left-padded prompts.
-            mode: ``"trie"`` (only prefixes of real items) or ``"position"`` (any code of the
-                right position: the ablation).
-
-        Returns:
-            ``codes`` ``(B, num_beams, v)`` and ``scores`` ``(B, num_beams)``, best first
-            (``-inf`` for beams that found no valid sequence).
-        """
-        v, k, off = (
-            self.config.num_dense_tokens,
-            self.config.codebook_size,
-            self.config.code_token_offset,
-        )
-        batch = input_ids.shape[0]
-        if mode not in ("trie", "position"):
-            raise ValueError(f"mode must be 'trie' or 'position', got {mode!r}")
-        allowed_codes = self.trie.allowed_mask if mode == "trie" else self._position_allowed
-        positions = (attention_mask.cumsum(-1) - 1).clamp_min(0)
-        out = self.backbone.base_model(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            position_ids=positions,
-            use_cache=True,
-        )
-        head = self.backbone.get_output_embeddings()
-        cache = out.past_key_values
-        logp = torch.log_softmax(head(out.last_hidden_state[:, -1]).float(), dim=-1)
-        step = logp[:, off : off + k].masked_fill(
-            ~allowed_codes(input_ids.new_zeros(batch, 0)), -math.inf
-        )
-        nb = num_beams
-        if nb > k:  # more beams than first codes: the extra beams start dead and fill up later
-            step = torch.cat([step, step.new_full((batch, nb - k), -math.inf)], dim=-1)
-        beam_scores, first = step.topk(nb, dim=-1)  # (B, nb)
-        codes = (first % k).unsqueeze(-1)  # (B, nb, 1)
-        cache.batch_repeat_interleave(nb)
-        mask = attention_mask.repeat_interleave(nb, dim=0)
-        last_pos = positions[:, -1:].repeat_interleave(nb, dim=0)
-        rows = torch.arange(batch, device=input_ids.device).unsqueeze(1) * nb
-        for depth in range(1, v):
-            tokens = off + (depth - 1) * k + codes[:, :, -1].reshape(-1, 1)
-            mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
-            last_pos = last_pos + 1
-            out = self.backbone.base_model(
-                input_ids=tokens,
-                attention_mask=mask,
-                position_ids=last_pos,
-                past_key_values=cache,
-                use_cache=True,
-            )
-            cache = out.past_key_values
-            logp = torch.log_softmax(head(out.last_hidden_state[:, -1]).float(), dim=-1)
-            lo = off + depth * k
-            allowed = allowed_codes(codes.reshape(batch * nb, depth))
-            step = logp[:, lo : lo + k].masked_fill(~allowed, -math.inf)
-            total = (beam_scores.reshape(-1, 1) + step).reshape(batch, nb * k)
-            beam_scores, flat = total.topk(nb, dim=-1)
-            parent, code = flat // k, flat % k
-            codes = torch.cat(
-                [codes.gather(1, parent.unsqueeze(-1).expand(-1, -1, depth)), code.unsqueeze(-1)],
-                dim=-1,
-            )
-            cache.reorder_cache((rows + parent).reshape(-1))
-        return codes, beam_scores
-
-    @torch.no_grad()
-    def recommend(
-        self,
-        histories: list[list[str]],
-        k: int = 10,
-        num_beams: int | None = None,
-        batch_size: int = 16,
-        mode: str = "trie",
-    ) -> RecommendationOutput:
-        """Top-``k`` next items for each user history (item ids, oldest first).
-
-        Beam search over the code positions (``num_beams`` defaults to ``k``); when several
-        items share a code sequence (collision resolution off) each of them is returned, so hits
-        are counted per item. In ``mode="position"`` beams that are not real items are skipped.
-        """
-        if k < 1:
-            raise ValueError(f"k must be >= 1, got {k}")
-        num_beams = max(num_beams or k, 1)
-        was_training = self.training
-        self.eval()
-        item_ids, scores, all_codes = [], [], []
-        for start in range(0, len(histories), batch_size):
-            chunk = histories[start : start + batch_size]
-            ids, mask = left_pad(self._history_prompts(chunk), self._pad_id(), self.device)
-            codes, beam_scores = self.beam_search_codes(ids, mask, num_beams, mode)
-            all_codes.append(codes.cpu())
-            rows, owner = self._items_of(codes.reshape(-1, codes.shape[-1]))
-            flat_scores = beam_scores.reshape(-1)[owner]
-            for u in range(len(chunk)):
-                in_user = (owner // codes.shape[1] == u) & torch.isfinite(flat_scores)
-                picked = rows[in_user][:k]
-                item_ids.append([self.config.item_ids[r] for r in picked.tolist()])
-                s = torch.full((k,), -math.inf)
-                s[: len(picked)] = flat_scores[in_user][:k].cpu()
-                scores.append(s)
-        self.train(was_training)
-        return RecommendationOutput(
-            item_ids=item_ids, scores=torch.stack(scores), codes=torch.cat(all_codes)
-        )
-
-    @torch.no_grad()
-    def score(
-        self, histories: list[list[str]], candidates: list[str], batch_size: int = 32
-    ) -> torch.FloatTensor:
-        """Scoring mode (paper Figure 7): the probability that each user takes the candidate,
-        ``softmax([logit_yes, logit_no])[0]`` at the last prompt position. Returns ``(B,)``."""
-        if len(histories) != len(candidates):
-            raise ValueError(f"{len(histories)} histories but {len(candidates)} candidates")
-        was_training = self.training
-        self.eval()
-        builder = self.prompts
-        yes, no = builder.answer_ids
-        cand_codes = self.item_codes[self.item_rows(candidates)].cpu()
-        out = []
-        for start in range(0, len(histories), batch_size):
-            prompts = [
-                builder.scoring(self.item_codes[self.item_rows(h)].cpu(), cand_codes[start + i])
-                for i, h in enumerate(histories[start : start + batch_size])
-            ]
-            ids, mask = left_pad(prompts, self._pad_id(), self.device)
-            logits = self(input_ids=ids, attention_mask=mask, logits_to_keep=1).logits[:, -1]
-            pair = logits[:, [yes, no]].float()
-            out.append(torch.softmax(pair, dim=-1)[:, 0].cpu())
-        self.train(was_training)
-        return torch.cat(out)
+    # beam_search_codes(input_ids, attention_mask, num_beams, mode="trie"),
+    # recommend(histories, k=10, num_beams=None, batch_size=16, mode="trie") and
+    # score(histories, candidates, batch_size=32): see generation_store for their documentation.
+    beam_search_codes = constrained_beam_search
+    recommend = recommend_items
+    score = score_candidates
 
 
 StoreConfig.register_for_auto_class("AutoConfig")

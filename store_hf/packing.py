@@ -8,7 +8,7 @@ into ``n - 1`` examples, "history codes -> next item codes", so the history is r
 
 with the loss on the codes of ``i_2 .. i_n`` asks exactly what the per-prefix rows ask: the codes
 of each item given the prompt prefix and every earlier item. With an empty ``rec_suffix`` (the
-packed template set, :data:`PACKED_TEMPLATES`) the inference prompt ``[rec_prefix] codes(history)``
+template set, :func:`store_hf.templates.packed_templates`) the inference prompt ``[rec_prefix] codes(history)``
 is the training context token for token, and for sequences within the history limit the packed
 loss equals the token-weighted per-prefix loss (``tests/test_packing.py``).
 
@@ -22,13 +22,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+# Re-exported: the pipeline and older scripts import it from here.
+
 IGNORE = -100
-
-
-def packed_templates(templates: dict[str, str]) -> dict[str, str]:
-    """The recommender's templates for packed training: no text between the history and the
-    next item (training never sees text there, so inference must not put any)."""
-    return {**templates, "rec_suffix": ""}
 
 
 def packing_windows(num_items: int, max_history: int, stride: int | None = None) -> list[tuple]:

@@ -61,7 +61,7 @@ class RecStageSettings:
     patience: int = 5  # evaluations without improvement before stage 2 stops
     # validation cadence of stage 2: ``evals_per_epoch`` evaluations per epoch, and never fewer
     # than ``patience + 1`` over the stage, so early stopping and best-checkpoint loading can
-    # act (see ``rec_training.evaluation_steps``); ``eval_steps`` fixes the interval instead
+    # act (see ``store_hf.training.evaluation_steps``); ``eval_steps`` fixes the interval instead
     evals_per_epoch: int = 4
     eval_steps: int | None = None
     early_stopping_metric: str = "ndcg@10"  # or "loss" (validation loss: no generation)
@@ -96,6 +96,24 @@ class RecStageSettings:
 
 
 @dataclass(frozen=True)
+class CodebookSettings:
+    """Semantic IDs from the encoded items (paper section 3.2): PCA to ``pca_dim`` dimensions,
+    then k-means with ``codebook_size`` clusters per dense-token position (STORE); the RQ-VAE
+    variants of ``SEMANTIC_IDS`` use ``codebook_size`` codes per level.
+
+    The other fields are :class:`store_hf.semantic_ids.SemanticCodebook`'s options.
+    """
+
+    codebook_size: int = 256  # k (paper: 256)
+    pca_dim: int = 32  # d (paper: 32)
+    pca: str = "shared"  # "shared" (one PCA over all positions, the paper's) or "per_position"
+    collisions: str = "resolve"  # "resolve": every item gets a unique code tuple; "none"
+    engine: str = "sklearn"  # or "faiss"
+    n_init: int = 1
+    max_iter: int = 300
+
+
+@dataclass(frozen=True)
 class Preset:
     name: str
     backbone: (
@@ -110,6 +128,7 @@ class Preset:
     max_target_length: int = 64
     tokenizer: TokenizerStageSettings = field(default_factory=TokenizerStageSettings)
     recommender: RecStageSettings = field(default_factory=RecStageSettings)
+    codebook: CodebookSettings = field(default_factory=CodebookSettings)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -129,12 +148,9 @@ class Preset:
 _CPU_TOKENIZER = TokenizerStageSettings(
     max_items=256,
     learning_rate=5e-4,
-    # measured on 480 items: loss 6.0 after one epoch with 5e-4 everywhere, 4.1 after
-    # 0.7 epoch with 5e-3 on the new embeddings (runs/tok-cpu-*/tokenizer_metrics.json)
+    # the new embeddings start from scratch and need a 10x larger rate, and 32 small steps
+    # beat 16 larger ones in the same time (docs/pipeline.md, "Why the cpu preset ...")
     embedding_learning_rate=5e-3,
-    # 256 items: batches of 16 (16 steps) left the loss at 5.9 with own vs another
-    # item's dense tokens 5.89 vs 5.98; batches of 8 (32 steps, the same 200 s) reach
-    # 4.45 vs 4.76 (runs/tokexp-bs*/tokenizer/stage.json)
     batch_size=8,
     per_device_batch_size=8,
     num_epochs=1.0,
@@ -165,9 +181,8 @@ _CPU_RECOMMENDER = RecStageSettings(
     max_test_users=1000,
     scoring_negatives=0,  # the scoring task doubles the data; demo it with --preset tiny
     num_beams=20,
-    # bf16 autocast where the CPU has it natively: on an AVX512-BF16 EPYC the stage took
-    # 311 s instead of 397 s, with the same losses (joint 4.80 vs 4.74, validation 4.24
-    # vs 4.23) and test metrics within one hit (runs/demo-recbf16 vs runs/demo-fp32train)
+    # bf16 autocast where the CPU has it natively: faster, same losses and metrics
+    # (docs/pipeline.md, "Why the cpu preset ...")
     bf16=None,
 )
 
@@ -193,11 +208,8 @@ PRESETS: dict[str, Preset] = {
         lora_dropout=0.0,
         max_content_length=64,
         max_target_length=24,
-        # The tokenizer trains in fp32: bf16 autocast was 1.4-1.65x faster per step on an
-        # AVX512-BF16 EPYC (3.5-4.1 s vs 5.6-5.8 s per 8 items) but the dense tokens then learnt
-        # nothing (held-out own vs other target loss 6.756 vs 6.757 after the epoch, against
-        # 5.10 vs 5.28 in fp32; runs/demo*/tokenizer/stage.json), and on a CPU without native
-        # bf16 it was slower (backward 4.6-7.0 s vs 2.8 s).
+        # The tokenizer trains in fp32: under bf16 autocast the dense tokens learnt nothing
+        # (docs/pipeline.md, "Why the cpu preset ...").
         tokenizer=_CPU_TOKENIZER,
         recommender=_CPU_RECOMMENDER,
     ),

@@ -1,35 +1,16 @@
 """Instruction prompts of the generative recommender (paper Figures 5 and 7), built in token space.
 
-Code tokens and item text are spliced between the template pieces as token ids, so prompts need
-no string parsing, and a saved recommender (which stores the pieces as ids in its config) builds
-them without a text tokenizer. This module is shipped with the model through
-``trust_remote_code``: it imports only torch and its sibling ``trie``.
+The template texts live in ``templates``; here code tokens and item text are spliced between
+their pieces as token ids, so prompts need no string parsing, and a saved recommender (which
+stores the pieces as ids in its config) builds them without a text tokenizer. This module is shipped with the model through
+``trust_remote_code``: it imports only torch and its sibling ``code_tokens``.
 """
 
 from __future__ import annotations
 
 import torch
 
-from .trie import code_token_ids
-
-#: Template pieces that must tokenize to exactly one token (the scoring mode's answers).
-SINGLE_TOKEN_PIECES = ("answer_yes", "answer_no")
-
-
-def tokenize_templates(templates: dict[str, str], tokenizer) -> dict[str, list[int]]:
-    """Token ids of every template piece (no special tokens added).
-
-    Raises:
-        ValueError: an answer piece that is not a single token (the scoring mode reads one logit).
-    """
-    ids = {k: tokenizer(v, add_special_tokens=False)["input_ids"] for k, v in templates.items()}
-    for key in SINGLE_TOKEN_PIECES:
-        if len(ids[key]) != 1:
-            raise ValueError(
-                f"templates[{key!r}] = {templates[key]!r} is {len(ids[key])} tokens for this "
-                "tokenizer; the scoring mode needs a single token"
-            )
-    return ids
+from .code_tokens import code_token_ids
 
 
 class PromptBuilder:

@@ -1,17 +1,19 @@
-"""The run report: ``report.md``, ``metrics.json`` and PNG plots, plus the model card."""
+"""The run report: ``report.md``, ``metrics.json``, PNG plots and the model card, from the
+plain data of a finished run (:class:`RunSummary`)."""
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .data.describe import format_statistics
+from .files import atomic_copy, read_json, write_json_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -29,7 +31,13 @@ def metrics_table(systems: dict[str, dict[str, float]], ks: tuple[int, ...] = TA
 
 
 def _read(path: Path) -> Any:
-    return json.loads(path.read_text())
+    """A stage's JSON file (``<out>/<stage>/<name>.json``); a corrupt one names the command
+    that redoes its stage."""
+    from .run_folder import STAGE_COMMANDS
+
+    stage, out = path.parent.name, path.parent.parent
+    command = STAGE_COMMANDS.get(stage, "run")
+    return read_json(path, hint=f"redo the stage: `store-hf {command} {out} --force`")
 
 
 def _plots(folder: Path, tokenizer_log, rec_log, systems) -> list[str]:
@@ -85,14 +93,14 @@ def _plots(folder: Path, tokenizer_log, rec_log, systems) -> list[str]:
     return made
 
 
-def _uncertainty(ranks_file: Path) -> list[str]:
+def _uncertainty(ranks: dict[str, list[int]] | None) -> list[str]:
     """Report lines: 95% bootstrap intervals over the test users for R@10 / N@10 of every
     system, and a paired bootstrap of STORE against each other system on the same users."""
     from .metrics import bootstrap_interval, paired_bootstrap, per_user_metric
 
-    if not ranks_file.is_file():  # folders evaluated before ranks were kept
+    if not ranks:  # folders evaluated before ranks were kept
         return []
-    ranks = {k: np.asarray(v) for k, v in _read(ranks_file)["ranks"].items()}
+    ranks = {k: np.asarray(v) for k, v in ranks.items()}
     metrics = ("recall@10", "ndcg@10")
     values = {s: {m: per_user_metric(r, m) for m in metrics} for s, r in ranks.items()}
     lines = [
@@ -120,34 +128,78 @@ def _uncertainty(ranks_file: Path) -> list[str]:
     ]
 
 
-def write_report(pipeline, folder: Path) -> dict[str, Any]:
-    """Gather the finished stages of ``pipeline`` into ``folder`` and the model card."""
-    out = pipeline.out
-    evaluation = _read(pipeline.require("evaluate") / "metrics.json")
-    codebook = _read(pipeline.require("codebook") / "statistics.json")
-    stages = {
-        name: _read(pipeline.stage_dir(name) / "stage.json")
-        for name in ("tokenizer", "encode", "codebook", "recommender", "evaluate")
-    }
-    tokenizer_log = _read(pipeline.stage_dir("tokenizer") / "log_history.json")
-    rec_log = _read(pipeline.stage_dir("recommender") / "log_history.json")
+@dataclass
+class RunSummary:
+    """What the report shows of a finished run, as plain data.
+
+    Attributes:
+        out: the run's output folder (named in the report; ``report.md`` and ``metrics.json``
+            are also copied to its top level).
+        identity: the run's identity (:meth:`RunConfig.identity`); ``semantic_ids`` its
+            semantic-ID method; ``preset``: the resolved preset as a dict (``Preset.to_dict``).
+        dataset_stats: ``RecDataset.statistics()``.
+        stages: every finished stage's ``stage.json`` by stage name.
+        evaluation: ``evaluate/metrics.json``; ``ranks``: the per-system target ranks of
+            ``evaluate/ranks.json`` (``None`` where absent).
+        codebook: ``codebook/statistics.json``; ``cluster_sizes``: its plot, if any.
+        tokenizer_log / rec_log: the ``log_history.json`` of both training stages.
+        example_history: a test user's last items, for the model card's usage snippet.
+    """
+
+    out: Path
+    identity: dict[str, Any]
+    semantic_ids: str
+    preset: dict[str, Any]
+    dataset_stats: dict[str, Any]
+    stages: dict[str, dict[str, Any]]
+    evaluation: dict[str, Any]
+    ranks: dict[str, list[int]] | None
+    codebook: dict[str, Any]
+    cluster_sizes: Path | None
+    tokenizer_log: list[dict[str, Any]]
+    rec_log: dict[str, list[dict[str, Any]]]
+    example_history: list[str]
+
+    @classmethod
+    def from_stage_folders(cls, out: Path, **values: Any) -> RunSummary:
+        """Read the finished stages' files under ``out``; ``values`` give the other fields."""
+        ranks_file = out / "evaluate" / "ranks.json"
+        sizes = out / "codebook" / "cluster_sizes.png"
+        return cls(
+            out=out,
+            stages={
+                name: _read(out / name / "stage.json")
+                for name in ("tokenizer", "encode", "codebook", "recommender", "evaluate")
+            },
+            evaluation=_read(out / "evaluate" / "metrics.json"),
+            ranks=_read(ranks_file)["ranks"] if ranks_file.is_file() else None,
+            codebook=_read(out / "codebook" / "statistics.json"),
+            cluster_sizes=sizes if sizes.is_file() else None,
+            tokenizer_log=_read(out / "tokenizer" / "log_history.json"),
+            rec_log=_read(out / "recommender" / "log_history.json"),
+            **values,
+        )
+
+
+def write_report(folder: Path, run: RunSummary) -> dict[str, Any]:
+    """Write the report, its plots and the model card (``README.md``) of ``run`` into
+    ``folder``; copy ``report.md`` and ``metrics.json`` to the top of the output folder."""
+    out, evaluation, codebook, stages = run.out, run.evaluation, run.codebook, run.stages
+    tokenizer_log, rec_log = run.tokenizer_log, run.rec_log
     systems = evaluation["systems"]
 
     plots = _plots(folder, tokenizer_log, rec_log, systems)
-    sizes = pipeline.stage_dir("codebook") / "cluster_sizes.png"
-    if sizes.is_file():
-        shutil.copy(sizes, folder / "cluster_sizes.png")
+    if run.cluster_sizes is not None:
+        shutil.copy(run.cluster_sizes, folder / "cluster_sizes.png")
         plots.append("cluster_sizes.png")
 
-    config = pipeline.config
-    preset = pipeline.preset
-    dataset_stats = pipeline.dataset.statistics()
+    preset, dataset_stats = run.preset, run.dataset_stats
     util = ", ".join(f"{p['utilisation']:.2f}" for p in codebook["positions"])
     timing = "\n".join(f"| {n} | {s['seconds']:.0f} s |" for n, s in stages.items())
     lines = [
-        f"# STORE run: {dataset_stats.get('name', 'dataset')}, preset `{preset.name}`",
+        f"# STORE run: {dataset_stats.get('name', 'dataset')}, preset `{preset['name']}`",
         "",
-        f"Backbone `{preset.backbone}`; output folder `{out}`.",
+        f"Backbone `{preset['backbone']}`; output folder `{out}`.",
         "",
         "## Test metrics",
         "",
@@ -155,7 +207,7 @@ def write_report(pipeline, folder: Path) -> dict[str, Any]:
         "",
         evaluation["note"] + ".",
         "",
-        *_uncertainty(pipeline.stage_dir("evaluate") / "ranks.json"),
+        *_uncertainty(run.ranks),
         "## Dataset",
         "",
         "```text",
@@ -167,7 +219,7 @@ def write_report(pipeline, folder: Path) -> dict[str, Any]:
         f"Trained on {stages['tokenizer']['train_items']} items; final training loss "
         f"{stages['tokenizer']['final_loss']}."
         if stages["tokenizer"].get("trained", True)
-        else f"Not used: semantic IDs `{config.semantic_ids}` (an ablation; see "
+        else f"Not used: semantic IDs `{run.semantic_ids}` (an ablation; see "
         "`store_hf.presets.SEMANTIC_IDS`).",
     ]
     gap = stages["tokenizer"].get("dense_information_after") or {}
@@ -213,7 +265,7 @@ def write_report(pipeline, folder: Path) -> dict[str, Any]:
         "## Configuration",
         "",
         "```json",
-        json.dumps({"run": config.identity(), "preset": preset.to_dict()}, indent=2),
+        json.dumps({"run": run.identity, "preset": preset}, indent=2),
         "```",
         "",
     ]
@@ -230,35 +282,28 @@ def write_report(pipeline, folder: Path) -> dict[str, Any]:
             "collision_rate_after": codebook["collision_rate_after"],
         },
     }
-    (folder / "metrics.json").write_text(json.dumps(summary, indent=2))
+    write_json_atomic(folder / "metrics.json", summary)
     for name in ("report.md", "metrics.json"):  # also at the top of the output folder
-        tmp = out / f".{name}.tmp"
-        shutil.copy(folder / name, tmp)
-        os.replace(tmp, out / name)
-    _model_card(pipeline, dataset_stats, codebook, systems, evaluation["note"])
+        atomic_copy(folder / name, out / name)
+    _model_card(folder, run)
     return {"plots": plots, "table": metrics_table(systems)}
 
 
-def _model_card(pipeline, dataset_stats, codebook, systems, note) -> None:
-    try:
-        from .hub import write_model_card
-    except ImportError:  # pragma: no cover - hub.py ships with the package
-        return
-    model_dir = pipeline.stage_dir("recommender") / "model"
-    history = pipeline.splits["test"][0]["history"][-5:]
-    preset = pipeline.preset
+def _model_card(folder: Path, run: RunSummary) -> None:
+    """The recommender's model card, ``folder/README.md`` (``store-hf push`` uploads it with
+    the model; the finished recommender stage is never written to)."""
+    from .hub import write_model_card
+
+    codebook, preset, stats = run.codebook, run.preset, run.dataset_stats
     write_model_card(
-        model_dir,
+        folder,
         {
-            "model_name": f"store-{dataset_stats.get('name', 'rec').lower()}-{preset.name}",
-            "base_model": preset.backbone,
-            "dataset_name": dataset_stats.get("name", "dataset"),
-            "dataset_stats": {k: dataset_stats[k] for k in ("items", "users", "interactions")},
-            "preset": preset.name,
-            "settings": {
-                "tokenizer": preset.to_dict()["tokenizer"],
-                "recommender": preset.to_dict()["recommender"],
-            },
+            "model_name": f"store-{stats.get('name', 'rec').lower()}-{preset['name']}",
+            "base_model": preset["backbone"],
+            "dataset_name": stats.get("name", "dataset"),
+            "dataset_stats": {k: stats[k] for k in ("items", "users", "interactions")},
+            "preset": preset["name"],
+            "settings": {"tokenizer": preset["tokenizer"], "recommender": preset["recommender"]},
             "codebook_stats": {
                 "utilisation": [p["utilisation"] for p in codebook["positions"]],
                 "collision_rate_before": codebook["collision_rate_before"],
@@ -267,8 +312,11 @@ def _model_card(pipeline, dataset_stats, codebook, systems, note) -> None:
                 "codebook_size": codebook["codebook_size"],
                 "num_positions": codebook["num_positions"],
             },
-            "metrics": systems,
-            "eval_note": note,
-            "example_history": history,
+            "metrics": run.evaluation["systems"],
+            "eval_note": run.evaluation["note"],
+            "example_history": run.example_history,
         },
     )
+
+
+__all__ = ["RunSummary", "metrics_table", "write_report"]

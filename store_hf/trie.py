@@ -3,18 +3,16 @@
 STORE's recommender generates the next item as ``v`` code tokens, one per position, and beam
 search must only produce code tuples of real items. This module holds:
 
-* :func:`code_token_ids` / :func:`token_ids_to_codes`: the fixed code-token layout. ``v * k``
-  tokens are appended to the LLM vocabulary; code ``c`` at position ``p`` is the token
-  ``token_offset + p * k + c``, so position ``p`` owns the contiguous id range
-  ``[token_offset + p * k, token_offset + (p + 1) * k)``.
+* :func:`code_token_ids` / :func:`token_ids_to_codes` (defined in ``code_tokens``): the fixed
+  code-token layout, code ``c`` at position ``p`` is token ``token_offset + p * k + c``.
 * :class:`CodeTrie`: the catalogue's code tuples as a bitmap trie held in a few tensors
   (no Python dicts on the hot path).
 * :class:`TrieLogitsProcessor`: a :class:`transformers.LogitsProcessor` that lets ``generate``
   (beam search, greedy, sampling) emit only valid next code tokens. It is stateless: the
   generation depth of a row is read from the row's trailing tokens.
 
-This file is self-contained (torch, numpy, transformers and the standard library only) because
-it is copied into Hub model folders for ``trust_remote_code``.
+This file uses torch, numpy, transformers, the standard library and its sibling ``code_tokens``
+only, because it is copied into Hub model folders for ``trust_remote_code``.
 """
 
 from __future__ import annotations
@@ -27,68 +25,12 @@ import numpy as np
 import torch
 from transformers import LogitsProcessor
 
+# The code-token layout is part of this module's documented API (``store_hf.trie``).
+from .code_tokens import code_token_ids, token_ids_to_codes
+
 __all__ = ["CodeTrie", "TrieLogitsProcessor", "code_token_ids", "token_ids_to_codes"]
 
 _SHIFTS = torch.arange(8, dtype=torch.uint8)  # bit i of byte b <-> code 8 * b + i
-
-
-def code_token_ids(
-    codes: torch.Tensor | np.ndarray, codebook_size: int, token_offset: int
-) -> torch.LongTensor:
-    """Token ids of code tuples: code ``c`` at position ``p`` -> ``token_offset + p * k + c``.
-
-    Args:
-        codes: ``(N, v)`` integer codes, each in ``[0, codebook_size)``.
-        codebook_size: ``k``, codes per position.
-        token_offset: id of the first code token (code 0 at position 0).
-
-    Returns:
-        ``(N, v)`` LongTensor of token ids, on the device of ``codes`` (CPU for numpy input).
-    """
-    codes = torch.as_tensor(codes)
-    if codes.ndim != 2:
-        raise ValueError(f"codes must be (N, v), got shape {tuple(codes.shape)}")
-    if codes.dtype.is_floating_point or codes.dtype == torch.bool:
-        raise ValueError(f"codes must be integers, got {codes.dtype}")
-    codes = codes.long()
-    if codes.numel() and (codes.min() < 0 or codes.max() >= codebook_size):
-        raise ValueError(
-            f"codes must lie in [0, {codebook_size}), got range "
-            f"[{int(codes.min())}, {int(codes.max())}]"
-        )
-    pos = torch.arange(codes.shape[1], device=codes.device) * codebook_size
-    return codes + pos + token_offset
-
-
-def token_ids_to_codes(
-    token_ids: torch.Tensor | np.ndarray,
-    codebook_size: int,
-    token_offset: int,
-    strict: bool = True,
-) -> torch.LongTensor:
-    """Inverse of :func:`code_token_ids`: ``(N, v)`` token ids -> ``(N, v)`` codes.
-
-    Column ``p`` must hold code tokens of position ``p``. With ``strict=True`` (default) any
-    other token raises ``ValueError``; with ``strict=False`` it becomes code ``-1`` (so e.g. the
-    last ``v`` tokens of every ``generate`` output can be decoded and then checked with
-    :meth:`CodeTrie.contains`, which is ``False`` for rows holding ``-1``).
-    """
-    token_ids = torch.as_tensor(token_ids)
-    if token_ids.ndim != 2:
-        raise ValueError(f"token_ids must be (N, v), got shape {tuple(token_ids.shape)}")
-    pos = torch.arange(token_ids.shape[1], device=token_ids.device) * codebook_size
-    codes = token_ids.long() - token_offset - pos
-    bad = (codes < 0) | (codes >= codebook_size)
-    if bad.any():
-        if strict:
-            row, col = (int(i) for i in bad.nonzero()[0])
-            raise ValueError(
-                f"token {int(token_ids[row, col])} at row {row}, position {col} is not a code "
-                f"token of position {col} (expected ids in [{token_offset + col * codebook_size}, "
-                f"{token_offset + (col + 1) * codebook_size}))"
-            )
-        codes = codes.masked_fill(bad, -1)
-    return codes
 
 
 class CodeTrie:
@@ -105,18 +47,21 @@ class CodeTrie:
       node but the root, in node order, so the child of ``node`` with code ``c`` is
       ``1 + searchsorted(edge_keys, node * k + c)`` (if the key is there). A walk down ``d``
       codes costs ``d`` vectorised binary searches for the whole batch.
-    * ``leaf_item``: ``(n_v,)`` int64, the first catalogue row of each distinct tuple.
+    * ``item_order``: ``(N,)`` int64, the catalogue rows sorted by tuple (ties by row), and
+      ``leaf_offsets``: ``(n_v + 1,)`` int64, where each leaf's rows start in ``item_order``.
+      The rows of leaf ``l`` are ``item_order[leaf_offsets[l] : leaf_offsets[l + 1]]``.
     * ``position_mask``: ``(v, k)`` bool, codes occurring at each position (``"position"`` mode).
 
-    Memory: ``ceil(k / 8)`` bytes per internal node, 8 bytes per node (edge keys) and 8 bytes per
-    leaf, i.e. ``ceil(k/8) * (n_0 + ... + n_{v-1}) + 8 * (n_1 + ... + n_v) + 8 * n_v + v * k``
-    bytes, with ``n_j`` = distinct prefixes of length ``j`` (``n_j <= min(k**j, N)``). Example:
-    ``v = 4``, ``k = 256``, ``N = 300,000`` random tuples: 19.3 MB (a dense int32 child table
-    per depth, ``4 * k`` bytes per internal node, would take 371 MB; 76 MB even with a bitmap
-    for the last depth). See :attr:`memory_bytes`.
+    Memory: ``ceil(k / 8)`` bytes per internal node, 8 bytes per node (edge keys), 8 bytes per
+    item and per leaf, i.e. ``ceil(k/8) * (n_0 + ... + n_{v-1}) + 8 * (n_1 + ... + n_v) +
+    8 * (N + n_v + 1) + v * k`` bytes, with ``n_j`` = distinct prefixes of length ``j``
+    (``n_j <= min(k**j, N)``). Example: ``v = 4``, ``k = 256``, ``N = 300,000`` random tuples:
+    21.7 MB (a dense int32 child table per depth, ``4 * k`` bytes per internal node, would take
+    371 MB; 76 MB even with a bitmap for the last depth). See :attr:`memory_bytes`.
 
     Duplicate tuples are allowed (several items sharing a code sequence when collision
-    resolution is off): they form one leaf; :meth:`lookup` returns the first such item.
+    resolution is off): they form one leaf; :meth:`lookup` returns the first such item and
+    :meth:`items_of` all of them.
 
     Args:
         codes: ``(N, v)`` integer codes (torch or numpy), each in ``[0, codebook_size)``.
@@ -176,7 +121,9 @@ class CodeTrie:
         # Edge e (in this sorted order) leads to node e + 1, because the children are numbered
         # in exactly this (depth, parent, code) order.
         self.edge_keys = torch.from_numpy(np.concatenate(keys).astype(np.int64))
-        self.leaf_item = torch.from_numpy(order[np.concatenate([[True], first_diff < v])])
+        self.item_order = torch.from_numpy(order.astype(np.int64, copy=False))
+        leaf_starts = np.flatnonzero(np.concatenate([[True], first_diff < v]))
+        self.leaf_offsets = torch.from_numpy(np.append(leaf_starts, n).astype(np.int64))
         self._leaf_start = int(starts[v])
         self.level_sizes = tuple(counts)
         # Position sets for mode="position": code c appears at position p somewhere.
@@ -223,7 +170,13 @@ class CodeTrie:
     @property
     def memory_bytes(self) -> int:
         """Bytes held by the trie's tensors."""
-        tensors = (self.child_bits, self.edge_keys, self.leaf_item, self.position_mask)
+        tensors = (
+            self.child_bits,
+            self.edge_keys,
+            self.item_order,
+            self.leaf_offsets,
+            self.position_mask,
+        )
         return sum(t.numel() * t.element_size() for t in tensors)
 
     def __repr__(self) -> str:
@@ -240,7 +193,7 @@ class CodeTrie:
             return self
         other = object.__new__(CodeTrie)
         other.__dict__.update(self.__dict__)
-        for name in ("child_bits", "edge_keys", "leaf_item", "position_mask"):
+        for name in ("child_bits", "edge_keys", "item_order", "leaf_offsets", "position_mask"):
             setattr(other, name, getattr(self, name).to(device))
         return other
 
@@ -262,7 +215,7 @@ class CodeTrie:
 
         Returns:
             ``node`` ``(B,)`` long, the global id of the reached node (after ``v`` steps a
-            leaf; minus ``_leaf_start`` it indexes ``leaf_item``), and ``ok`` ``(B,)`` bool,
+            leaf; minus ``_leaf_start`` it indexes ``leaf_offsets``), and ``ok`` ``(B,)`` bool,
             whether the whole prefix exists. Where ``ok`` is False, ``node`` is the last node
             reached (still a valid index, not meaningful).
         """
@@ -308,12 +261,33 @@ class CodeTrie:
 
         With duplicate tuples the smallest item index sharing the tuple is returned.
         """
+        leaf, ok = self._leaves(codes)
+        first = self.item_order[self.leaf_offsets[leaf]]
+        return torch.where(ok, first, torch.full_like(leaf, -1))
+
+    def items_of(self, codes: torch.Tensor) -> tuple[torch.LongTensor, torch.LongTensor]:
+        """Every catalogue row whose tuple is one of ``codes`` ``(M, v)``.
+
+        Returns:
+            ``rows`` ``(R,)`` and ``owner`` ``(R,)``: the matching rows grouped by query, in query
+            order (ascending row within a query), and the query each row answers. A query that
+            is no catalogue tuple matches nothing.
+        """
+        leaf, ok = self._leaves(codes)
+        start = self.leaf_offsets[leaf]
+        counts = torch.where(ok, self.leaf_offsets[leaf + 1] - start, 0)
+        owner = torch.repeat_interleave(torch.arange(len(leaf), device=leaf.device), counts)
+        # position of each output row inside its query's run: 0, 1, .. counts[q] - 1
+        within = torch.arange(len(owner), device=leaf.device) - (counts.cumsum(0) - counts)[owner]
+        return self.item_order[start[owner] + within], owner
+
+    def _leaves(self, codes: torch.Tensor) -> tuple[torch.LongTensor, torch.BoolTensor]:
+        """``(B, v)`` codes -> leaf index ``(B,)`` (0 where not a tuple) and whether it is one."""
         codes = torch.as_tensor(codes, device=self.device).long()
         if codes.ndim != 2 or codes.shape[1] != self._v:
             raise ValueError(f"codes must be (B, v = {self._v}), got shape {tuple(codes.shape)}")
         node, ok = self._walk(codes)
-        leaf = (node - self._leaf_start).clamp(min=0)
-        return torch.where(ok, self.leaf_item[leaf], torch.full_like(leaf, -1))
+        return (node - self._leaf_start).clamp(min=0), ok
 
     def contains(self, codes: torch.Tensor) -> torch.BoolTensor:
         """``(B, v)`` codes -> ``(B,)`` bool, whether each tuple belongs to a catalogue item."""

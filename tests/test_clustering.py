@@ -10,7 +10,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from store_hf.clustering import (
+from store_hf.semantic_ids import (
     CONFIG_NAME,
     WEIGHTS_NAME,
     SemanticCodebook,

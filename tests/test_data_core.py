@@ -109,3 +109,78 @@ def test_encoding_and_gzip_errors_name_the_file(tmp_path, embedded):
     items.write_text("item_id,title\n1,press\n")
     with pytest.raises(DataFormatError, match=r"interactions.jsonl.gz: corrupt gzip file"):
         read_dataset(items=items, interactions=bad_gz, format="generic")
+
+
+def test_load_dataset_or_embedded_reads_the_embedded_set_when_nothing_is_named(embedded):
+    from store_hf.data import load_dataset_or_embedded
+
+    ds = load_dataset_or_embedded(options=DataOptions(kcore=None))
+    assert (ds.num_items, ds.num_users) == (embedded.num_items, embedded.num_users)
+    with pytest.raises(DataFormatError):
+        load_dataset_or_embedded(items="only-items.json")
+
+
+def test_null_and_non_scalar_item_ids_are_refused(embedded):
+    table = ItemTable(["title"])
+    row = embedded.items[0]
+    with pytest.raises(DataFormatError, match=r"^items.jsonl:3: field 'asin': null item id$"):
+        table.add(None, row, "items.jsonl", 3, field="asin")
+    with pytest.raises(DataFormatError, match=r"items.jsonl:4: field 'item_id': item id must be"):
+        table.add(["0"], row, "items.jsonl", 4)
+    with pytest.raises(DataFormatError, match=r"items.jsonl:5: field 'item_id': empty item id"):
+        table.add("  ", row, "items.jsonl", 5)
+    table.add(7, row, "items.jsonl", 6)  # integers are ids, as text
+    assert list(table.rows) == ["7"] and len(table) == 1
+    with pytest.raises(DataFormatError, match="'item_id' is the id column"):
+        ItemTable(["title", "item_id"])
+
+
+def test_parse_number_refuses_non_finite_values():
+    from store_hf.data.io import parse_number
+
+    assert parse_number("964982703", "ratings.csv", 2, "timestamp") == 964982703.0
+    for text in ("nan", "inf", "-Infinity", "1e400"):
+        with pytest.raises(
+            DataFormatError,
+            match=rf"^ratings.csv:2: field 'timestamp': not a finite number: '{text}'$",
+        ):
+            parse_number(text, "ratings.csv", 2, "timestamp")
+
+
+def test_catalogue_without_text_is_refused(embedded):
+    ids = embedded.items["item_id"][:6]
+    inter = [("u", i, float(t)) for t, i in enumerate(ids)]
+    no_columns = ItemTable([])
+    for i in ids:
+        no_columns.add(i, {})
+    with pytest.raises(DataFormatError, match=r"^items.csv: the items have no text attributes"):
+        build_dataset("t", no_columns, inter, source="items.csv")
+    blank = ItemTable(["title", "brand"])
+    for i in ids:
+        blank.add(i, {"title": "  ", "brand": None})
+    with pytest.raises(DataFormatError, match=r"^items.csv: no item has any text"):
+        build_dataset("t", blank, inter, source="items.csv")
+    # One item with text is enough; the others are formatted as "(no text)" by the model.
+    blank.rows[ids[2]]["title"] = embedded.items[2]["title"]
+    ds = build_dataset("t", blank, inter, source="items.csv")
+    assert ds.attributes == ["title", "brand"] and ds.num_items == 6
+    # The check is on the items kept: here filtering keeps only items without text.
+    with pytest.raises(DataFormatError, match="no item has any text"):
+        build_dataset(
+            "t",
+            blank,
+            [(u, i, t) for u, i, t in inter if i != ids[2]],
+            DataOptions(drop_unused_items=True),
+            source="items.csv",
+        )
+
+
+def test_no_user_left_names_the_interactions_file(embedded):
+    with pytest.raises(DataFormatError, match=r"^ratings.csv: no user has 3 or more"):
+        build_dataset(
+            "t",
+            _table(embedded),
+            [("u", "0", 1.0)],
+            source="items.csv",
+            interactions_source="ratings.csv",
+        )

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import ndcg_score, roc_auc_score
 
-import store_hf.metrics as metrics_module
+import store_hf.metrics.significance as significance_module
 from store_hf.metrics import (
     RankingMetrics,
     binary_auc,
@@ -460,7 +460,7 @@ def test_bootstrap_chunking(monkeypatch):
     values = rng.random(300)
     one_chunk = bootstrap_interval(values, num_resamples=2001)
     # 7 resamples of 300 users per chunk: 286 chunks, the last one partial
-    monkeypatch.setattr(metrics_module, "_BOOTSTRAP_CHUNK_ELEMENTS", 7 * 300 + 5)
+    monkeypatch.setattr(significance_module, "_BOOTSTRAP_CHUNK_ELEMENTS", 7 * 300 + 5)
     chunked = bootstrap_interval(values, num_resamples=2001)
     assert chunked == pytest.approx(one_chunk, abs=0.01)
     assert chunked[0] < values.mean() < chunked[1]

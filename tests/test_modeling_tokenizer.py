@@ -7,6 +7,7 @@ import pytest
 import torch
 from tiny import random_batch, tiny_store_config
 
+from store_hf.masking import cascaded_forward, literal_inputs
 from store_hf.modeling_store import StoreTokenizerModel
 
 BACKBONES = [("opt", "eager"), ("opt", "sdpa"), ("llama", "eager"), ("llama", "sdpa")]
@@ -54,7 +55,7 @@ def test_fast_and_literal_paths_agree(family, attn):
 def test_cascaded_mask_does_not_leak(family, attn):
     model = _model(family, attn, lora=False)
     batch = random_batch()
-    embeds, blocks = model.literal_inputs(**batch)
+    embeds, blocks = literal_inputs(model, **batch)
     c, v = batch["content_input_ids"].shape[1], model.config.num_dense_tokens
     torch.manual_seed(1)
     embeds[:, c + v : c + 2 * v] = torch.randn(
@@ -63,7 +64,7 @@ def test_cascaded_mask_does_not_leak(family, attn):
     task_real = blocks[:, c + 2 * v :] != 0
 
     def task_logits(e):
-        states = model.cascaded_forward(e, blocks)[:, c + 2 * v :]
+        states = cascaded_forward(model, e, blocks)[:, c + 2 * v :]
         return model.backbone.get_output_embeddings()(states)[task_real]
 
     base = task_logits(embeds)

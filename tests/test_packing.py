@@ -7,8 +7,9 @@ from transformers import set_seed
 
 from store_hf.data import leave_one_out
 from store_hf.modeling_store import StoreForGenerativeRec, StoreTokenizerModel
-from store_hf.packing import packed_templates, packing_windows, user_sequences
-from store_hf.rec_training import RecCollator, RecInstructionData
+from store_hf.packing import packing_windows, user_sequences
+from store_hf.templates import packed_templates
+from store_hf.training import RecCollator, RecInstructionData
 
 V, K, N = 3, 8, 30
 

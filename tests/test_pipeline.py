@@ -39,6 +39,7 @@ def tiny_run(tmp_path_factory, embedded):
     root = tmp_path_factory.mktemp("pipeline")
     items, interactions = _write_generic(root / "data", embedded)
     args = ["run", "--preset", "tiny", "--output-dir", str(root / "out")]
+    args += ["--codebook-size", "32", "--pca-dim", "8"]  # not the defaults (256, 32)
     args += ["--dataset-format", "generic", "--items", str(items)]
     args += ["--interactions", str(interactions)]
     assert main(args) == 0
@@ -62,6 +63,14 @@ def test_every_stage_finishes_and_the_report_has_the_table(tiny_run, capsys):
         assert (out / "report" / png).stat().st_size > 1000
     codebook = json.loads((out / "codebook" / "statistics.json").read_text())
     assert codebook["collision_rate_after"] == 0.0
+    # the codebook settings given to `store-hf run` reach the codebook and the recommender
+    assert (codebook["codebook_size"], codebook["dim"]) == (32, 8)
+    assert all(p["used_clusters"] <= 32 for p in codebook["positions"])
+    from store_hf.modeling_store import StoreForGenerativeRec
+
+    rec = StoreForGenerativeRec.from_pretrained(out / "recommender" / "model")
+    assert rec.config.codebook_size == 32 and rec.num_codes == 4 * 32
+    assert int(rec.item_codes.max()) < 32
     # bf16 encoding exactly where the machine computes it natively (the preset leaves it open)
     assert json.loads((out / "encode" / "stage.json").read_text())["bf16"] == native_bf16()
 
@@ -76,12 +85,16 @@ def test_a_second_run_skips_finished_stages(tiny_run, caplog):
 
 
 def test_one_stage_can_be_redone_alone(tiny_run):
-    out, _ = tiny_run
+    out, args = tiny_run
     rec = (out / "recommender" / "stage.json").stat().st_mtime_ns
     old = (out / "evaluate" / "stage.json").stat().st_mtime_ns
     assert main(["evaluate", str(out), "--force"]) == 0
     assert (out / "evaluate" / "stage.json").stat().st_mtime_ns > old
     assert (out / "recommender" / "stage.json").stat().st_mtime_ns == rec
+    # the report was made from the old evaluation: removed, and made again by the next run
+    assert not (out / "report").exists() and not (out / "report.md").exists()
+    assert main(args) == 0
+    assert (out / "report" / "stage.json").is_file() and (out / "report.md").is_file()
 
 
 def test_a_recommender_ablation_reuses_the_earlier_stages(tiny_run, tmp_path, caplog):
@@ -124,8 +137,8 @@ def test_rqvae_semantic_ids_without_the_dense_tokenizer(tiny_run, tmp_path, sema
     recipe), then the same recommender, evaluation and report."""
     from safetensors.torch import load_file
 
-    from store_hf.baselines.rqvae import RQVAE, RQVAEConfig
     from store_hf.baselines.text_encoder import encode_texts, item_texts
+    from store_hf.semantic_ids.rqvae import RQVAE, RQVAEConfig
 
     out, args = tiny_run
     flags = [a for a in args if a != "run"]
@@ -146,7 +159,7 @@ def test_rqvae_semantic_ids_without_the_dense_tokenizer(tiny_run, tmp_path, sema
     if semantic_ids == "minilm-rqvae":  # TIGER's codes: what examples/train_tiger.py computes
         vectors = encode_texts(item_texts(pipeline.dataset.items))
         assert embeddings.shape == vectors.shape
-        expected = RQVAE(vectors.shape[1], RQVAEConfig(seed=0)).fit(vectors)
+        expected = RQVAE(vectors.shape[1], RQVAEConfig(seed=0, codebook_size=k)).fit(vectors)
         assert (codes == expected).all()
     rec = pipeline.load_recommender()
     if semantic_ids == "llm-rqvae":  # one mean-pooled state of the backbone per item
@@ -343,18 +356,22 @@ def test_run_on_every_raw_layout(layout, tmp_path, embedded, capsys):
 
 def test_runs_reproduce_from_their_seed(tiny_run, tmp_path):
     """Two runs with one seed give byte-identical weights and codes and identical metrics and
-    per-user ranks; another seed starts from another LoRA initialisation. Test users are drawn
-    with the fixed evaluation seed, so both seeds are ranked on the same users."""
+    per-user ranks, also when the second was stopped between stages and resumed; ``--force``
+    with another seed retrains from the start (another LoRA initialisation). Test users are
+    drawn with the fixed evaluation seed, so both seeds are ranked on the same users."""
     from transformers import set_seed
 
-    from store_hf.tokenizer_training import build_tokenizer_model
+    from store_hf.training import build_tokenizer_model
 
     first, args = tiny_run
     out = args.index("--output-dir") + 1
-    runs = {}
-    for name, seed in (("again", "0"), ("other", "1")):
-        runs[name] = tmp_path / name
-        assert main([*args[:out], str(runs[name]), *args[out + 1 :], "--seed", seed]) == 0
+    again = tmp_path / "again"
+    argv = [*args[:out], str(again), *args[out + 1 :]]
+    config = json.loads((first / "run_config.json").read_text())["config"]
+    # stopped after the encode stage (a new process later runs the rest)
+    Pipeline(RunConfig.from_dict({**config, "output_dir": str(again)})).run(until="encode")
+    assert not (again / "codebook").exists()
+    assert main(argv) == 0
 
     def files(run, stage):  # every tensor of every safetensors file, as bytes
         from safetensors.numpy import load_file
@@ -373,10 +390,14 @@ def test_runs_reproduce_from_their_seed(tiny_run, tmp_path):
         return {s: {k: v for k, v in m.items() if "second" not in k} for s, m in systems.items()}
 
     for stage in ("tokenizer", "codebook", "recommender"):
-        assert files(first, stage) and files(first, stage) == files(runs["again"], stage), stage
-    assert metrics(first) == metrics(runs["again"]) and ranks(first) == ranks(runs["again"])
-    assert files(first, "tokenizer") != files(runs["other"], "tokenizer")
-    assert ranks(first)["user_id"] == ranks(runs["other"])["user_id"]  # the same test users
+        assert files(first, stage) and files(first, stage) == files(again, stage), stage
+    assert metrics(first) == metrics(again) and ranks(first) == ranks(again)
+    # --force with another seed on that folder: every stage again, no old checkpoint resumed
+    assert main([*argv, "--seed", "1", "--force"]) == 0
+    assert files(first, "tokenizer") != files(again, "tokenizer")
+    assert files(first, "recommender") != files(again, "recommender")
+    assert ranks(first)["user_id"] == ranks(again)["user_id"]  # the same test users
+    assert json.loads((again / "run_config.json").read_text())["config"]["seed"] == 1
 
     def lora_init(seed):
         set_seed(seed)
@@ -386,3 +407,118 @@ def test_runs_reproduce_from_their_seed(tiny_run, tmp_path):
         return torch.cat([p.flatten() for n, p in model.named_parameters() if "lora_A" in n])
 
     assert torch.equal(lora_init(0), lora_init(0)) and not torch.equal(lora_init(0), lora_init(1))
+
+
+def _copy_run(tiny_run, tmp_path, name="copy"):
+    """A copy of the tiny run's folder and the `store-hf run` arguments that address it."""
+    import shutil
+
+    out, args = tiny_run
+    copy = tmp_path / name
+    shutil.copytree(out, copy)
+    argv = list(args)
+    argv[argv.index("--output-dir") + 1] = str(copy)
+    return copy, argv
+
+
+def test_a_folder_in_use_is_locked_and_a_stale_lock_taken_over(tiny_run, tmp_path, capsys):
+    import socket
+
+    from store_hf.run_folder import LOCK_FILE
+
+    copy, argv = _copy_run(tiny_run, tmp_path)
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (copy / LOCK_FILE).write_text(f"{holder.pid} {socket.gethostname()}\n")
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert f"in use by another store-hf run (process {holder.pid})" in err
+        assert len(err.splitlines()) == 1
+    finally:
+        holder.kill()
+        holder.wait()
+    # the holder is gone: its lock is stale and taken over; the finished run is only reread
+    assert main(argv) == 0
+    assert not (copy / LOCK_FILE).exists()  # released at the end
+
+
+def test_damaged_files_of_a_finished_stage_are_named(tiny_run, tmp_path, capsys):
+    copy, argv = _copy_run(tiny_run, tmp_path)
+    weights = copy / "recommender" / "model" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])  # truncated
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert str(weights) in err and "damaged" in err and "store-hf rec-train" in err
+    assert len(err.splitlines()) == 1
+    # redoing that stage as told repairs the run (the later stages are made again)
+    assert main(["rec-train", str(copy), "--force"]) == 0
+    assert main(argv) == 0
+    assert (copy / "report" / "stage.json").is_file()
+
+
+@pytest.mark.parametrize(
+    "damaged", ["run_config.json", "encode/stage.json", "encode/item_ids.json"]
+)
+def test_corrupt_json_files_are_named(tiny_run, tmp_path, capsys, damaged):
+    copy, argv = _copy_run(tiny_run, tmp_path)
+    (copy / damaged).write_text('{"truncated": ')
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"{copy / damaged}: " in err and len(err.splitlines()) == 1, err
+
+
+def test_changed_input_data_is_noticed(tiny_run, tmp_path, capsys):
+    copy, argv = _copy_run(tiny_run, tmp_path)
+    run = json.loads((copy / "run_config.json").read_text())
+    items = argv[argv.index("--items") + 1]
+    assert set(run["inputs"]) == {items, argv[argv.index("--interactions") + 1]}
+    run["inputs"][items] = "0" * 64  # the items file as it was when the run was computed
+    (copy / "run_config.json").write_text(json.dumps(run))
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "input data changed" in err and items in err and len(err.splitlines()) == 1
+
+
+def test_the_fingerprint_follows_the_file_contents(tmp_path):
+    data = tmp_path / "items.jsonl"
+    data.write_text('{"item_id": "a", "title": "x"}\n')
+    config = RunConfig(str(tmp_path / "run"), items=str(data), interactions=str(data))
+    before = config.input_fingerprint()
+    data.write_text('{"item_id": "a", "title": "y"}\n')
+    assert config.input_fingerprint() != before
+    assert set(RunConfig(str(tmp_path / "x")).input_fingerprint())  # the embedded files
+
+
+def test_bad_settings_fail_before_anything_is_written(tiny_run, tmp_path, capsys):
+    out, args = tiny_run
+    bad_seed = tmp_path / "seed.yaml"
+    bad_seed.write_text(f"output_dir: {tmp_path / 'a'}\npreset: tiny\nseed: abc\n")
+    big_k = [a if a != str(out) else str(tmp_path / "b") for a in args]
+    big_k[big_k.index("--codebook-size") + 1] = "4096"  # more codes than items
+    cases = [
+        (["run", str(bad_seed)], "seed: expected an integer, got 'abc'"),
+        (big_k, "--codebook-size"),
+        (["run", "--preset", "tiny", "--output-dir", "/proc/store-hf-run"], "/proc/store-hf-run"),
+    ]
+    for argv, needle in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert needle in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_incomplete_checkpoints_are_skipped(tmp_path):
+    from store_hf.training.checkpoints import last_checkpoint
+
+    folder = tmp_path / "rec"
+    for step, complete in ((5, True), (10, True), (15, False)):
+        ckpt = folder / f"checkpoint-{step}"
+        ckpt.mkdir(parents=True)
+        (ckpt / "model.safetensors").write_bytes(b"weights")
+        if complete:  # Trainer writes its state last
+            (ckpt / "trainer_state.json").write_text(json.dumps({"global_step": step}))
+    (folder / "checkpoint-20").mkdir()
+    (folder / "checkpoint-20" / "trainer_state.json").write_text('{"global_st')  # cut off
+    assert last_checkpoint(folder) == folder / "checkpoint-10"
+    assert sorted(p.name for p in folder.iterdir()) == ["checkpoint-10", "checkpoint-5"]
+    assert last_checkpoint(tmp_path / "none") is None

@@ -239,3 +239,235 @@ def test_generic_iso_dates_and_bad_input(tmp_path, embedded):
         read_dataset(items=items, interactions=inter, format="parquet")
     with pytest.raises(DataFormatError, match="no known dataset layout"):
         read_dataset(tmp_path / "..")
+
+
+# ---------------------------------------------------------------- generic: bad values and gaps
+def _real_rows(embedded, n=20) -> list[dict]:
+    """The first ``n`` embedded items as generic JSON lines rows (id, title, brand)."""
+    return [
+        {"item_id": r["item_id"], "title": r["title"], "brand": r["brand"]}
+        for r in embedded.items.select(range(n))
+    ]
+
+
+def _real_interactions(embedded, known: set[str]) -> list[dict]:
+    """Real sequences restricted to ``known`` items, users with 3+ left, one row per interaction."""
+    rows = []
+    for u, seq in zip(embedded.sequences["user_id"][:50], embedded.sequences["item_ids"][:50]):
+        kept = [i for i in seq if i in known]
+        if len(kept) >= 3:
+            rows += [
+                {"user_id": u, "item_id": i, "timestamp": 1_600_000_000 + 1000 * t}
+                for t, i in enumerate(kept)
+            ]
+    assert len({r["user_id"] for r in rows}) >= 2
+    return rows
+
+
+def _jsonl(path, rows: list[dict]):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def _csv(path, rows: list[dict], columns: list[str]):
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, columns)
+        w.writeheader()
+        w.writerows(rows)
+    return path
+
+
+def _read(items, inter, **kwargs):
+    return read_dataset(items=items, interactions=inter, format="generic", **kwargs)
+
+
+def test_generic_text_columns_come_from_every_row(tmp_path, embedded):
+    rows = _real_rows(embedded)
+    # Row 1 has only its id, row 2 no brand: the attributes must still be title and brand.
+    rows[0] = {"item_id": rows[0]["item_id"]}
+    del rows[1]["brand"]
+    items = _jsonl(tmp_path / "items.jsonl", rows)
+    inter_rows = _real_interactions(embedded, {r["item_id"] for r in rows})
+    inter = _csv(tmp_path / "interactions.csv", inter_rows, ["user_id", "item_id", "timestamp"])
+    ds = _read(items, inter)
+    assert ds.attributes == ["title", "brand"]
+    by_id = {r["item_id"]: r for r in ds.items}
+    assert by_id[rows[0]["item_id"]] == {"item_id": rows[0]["item_id"], "title": "", "brand": ""}
+    assert by_id[rows[1]["item_id"]]["title"] == rows[1]["title"]
+    assert by_id[rows[1]["item_id"]]["brand"] == ""
+    assert by_id[rows[2]["item_id"]]["brand"] == rows[2]["brand"] != ""
+    # Explicit columns: a column missing from some rows is empty there, from all rows an error.
+    assert _read(items, inter, text_columns=["brand"]).attributes == ["brand"]
+    with pytest.raises(
+        DataFormatError, match=r"items.jsonl: field 'colour': text column not found in any row"
+    ):
+        _read(items, inter, text_columns=["colour"])
+
+
+def test_generic_text_column_named_item_id_is_refused(tmp_path, embedded):
+    # The id is in "asin" and a text column is called item_id: it would replace the ids.
+    rows = [
+        {"asin": r["item_id"], "title": r["title"], "item_id": "sku-" + r["item_id"]}
+        for r in _real_rows(embedded)
+    ]
+    items = _jsonl(tmp_path / "items.jsonl", rows)
+    inter = _csv(tmp_path / "interactions.csv", [], ["user_id", "asin"])
+    with pytest.raises(DataFormatError, match=r"items.jsonl: field 'item_id': a text column"):
+        _read(items, inter, item_column="asin")
+
+
+def test_generic_null_and_non_scalar_ids_are_errors(tmp_path, embedded):
+    rows = _real_rows(embedded)
+    inter_rows = _real_interactions(embedded, {r["item_id"] for r in rows})
+    good_items = _jsonl(tmp_path / "items.jsonl", rows)
+    good_inter = _jsonl(tmp_path / "interactions.jsonl", inter_rows)
+    assert _read(good_items, good_inter).num_items == 20
+
+    bad_items = _jsonl(tmp_path / "bad_items.jsonl", rows[:2] + [{"item_id": None, "title": "x"}])
+    with pytest.raises(DataFormatError, match=r"bad_items.jsonl:3: field 'item_id': null item id$"):
+        _read(bad_items, good_inter)
+
+    cases = [
+        ("item_id", None, "null item id"),
+        ("user_id", None, "null user id"),
+        ("item_id", ["1"], "item id must be a string or an integer, got list"),
+        ("item_id", 1.5, "item id must be a string or an integer, got float"),
+        ("user_id", True, "user id must be a string or an integer, got bool"),
+        ("item_id", " ", "empty item id"),
+    ]
+    for column, value, message in cases:
+        bad = [dict(r) for r in inter_rows]
+        bad[4][column] = value
+        path = _jsonl(tmp_path / "bad_inter.jsonl", bad)
+        with pytest.raises(DataFormatError) as err:
+            _read(good_items, path)
+        assert str(err.value).startswith(f"{path}:5: field '{column}': {message}"), str(err.value)
+
+    # CSV has no null, but an empty item cell was counted as an unknown item: now an error too.
+    bad = [dict(r) for r in inter_rows]
+    bad[2]["item_id"] = ""
+    path = _csv(tmp_path / "bad_inter.csv", bad, ["user_id", "item_id", "timestamp"])
+    with pytest.raises(DataFormatError, match=r"bad_inter.csv:4: field 'item_id': empty item id"):
+        _read(good_items, path)
+
+
+def test_generic_timestamps_must_be_finite_and_present_in_every_row(tmp_path, embedded):
+    rows = _real_rows(embedded)
+    items = _jsonl(tmp_path / "items.jsonl", rows)
+    inter_rows = _real_interactions(embedded, {r["item_id"] for r in rows})
+    columns = ["user_id", "item_id", "timestamp"]
+    for value, message in [
+        ("nan", "not a finite timestamp: 'nan'"),
+        ("1e400", "not a finite timestamp: '1e400'"),
+        ("-inf", "not a finite timestamp: '-inf'"),
+        ("", "empty timestamp, but line 2 has one"),
+        ("  ", "empty timestamp, but line 2 has one"),
+    ]:
+        bad = [dict(r) for r in inter_rows]
+        bad[5]["timestamp"] = value
+        path = _csv(tmp_path / "interactions.csv", bad, columns)
+        with pytest.raises(DataFormatError) as err:
+            _read(items, path)
+        assert str(err.value).startswith(f"{path}:7: field 'timestamp': {message}"), str(err.value)
+
+    # JSON lines: NaN/Infinity literals, 1e400 (parsed as inf), null and a missing key.
+    for text in ['"timestamp": NaN', '"timestamp": Infinity', '"timestamp": 1e400']:
+        lines = [json.dumps(r) for r in inter_rows]
+        lines[3] = lines[3].replace(f'"timestamp": {inter_rows[3]["timestamp"]}', text)
+        path = tmp_path / "interactions.jsonl"
+        path.write_text("\n".join(lines) + "\n")
+        with pytest.raises(
+            DataFormatError, match=r"interactions.jsonl:4: field 'timestamp': not a fin"
+        ):
+            _read(items, path)
+    for change in ({"timestamp": None}, {}):
+        bad = [dict(r) for r in inter_rows]
+        bad[0] = {"user_id": bad[0]["user_id"], "item_id": bad[0]["item_id"], **change}
+        path = _jsonl(tmp_path / "interactions.jsonl", bad)
+        # The untimed row is line 1; the mix is noticed at line 2 and reported at line 1.
+        with pytest.raises(
+            DataFormatError,
+            match=r"interactions.jsonl:1: field 'timestamp': empty timestamp, but line 2 has one",
+        ):
+            _read(items, path)
+
+    # A timestamp column that is empty in every row: file order is time order, as without one.
+    untimed = [dict(r, timestamp="") for r in reversed(inter_rows)]
+    ds = _read(items, _csv(tmp_path / "interactions.csv", untimed, columns))
+    first_user = untimed[0]["user_id"]
+    expected = [r["item_id"] for r in untimed if r["user_id"] == first_user]
+    assert dict(zip(ds.sequences["user_id"], ds.sequences["item_ids"]))[first_user] == expected
+
+
+def test_generic_empty_files_name_themselves(tmp_path, embedded):
+    rows = _real_rows(embedded)
+    items = _jsonl(tmp_path / "items.jsonl", rows)
+    inter_rows = _real_interactions(embedded, {r["item_id"] for r in rows})
+    columns = ["user_id", "item_id", "timestamp"]
+    header_only = _csv(tmp_path / "interactions.csv", [], columns)
+    with pytest.raises(
+        DataFormatError, match=r"^\S*interactions.csv: the interactions file has no rows$"
+    ):
+        _read(items, header_only)
+    blank = tmp_path / "interactions.jsonl"
+    blank.write_text("\n")
+    with pytest.raises(
+        DataFormatError, match=r"^\S*interactions.jsonl: the interactions file has no rows$"
+    ):
+        _read(items, blank)
+    inter = _csv(tmp_path / "interactions.csv", inter_rows, columns)
+    empty_items = tmp_path / "empty.jsonl"
+    empty_items.write_text("")
+    with pytest.raises(DataFormatError, match=r"^\S*empty.jsonl: the items file has no rows$"):
+        _read(empty_items, inter)
+    header_items = _csv(tmp_path / "header.csv", [], ["item_id", "title"])
+    with pytest.raises(DataFormatError, match=r"^\S*header.csv: the items file has no rows$"):
+        _read(header_items, inter)
+    # Rows, but too few per user: the error is about the interactions, so it names that file.
+    short = _csv(tmp_path / "interactions.csv", inter_rows[:2], columns)
+    with pytest.raises(DataFormatError, match=r"^\S*interactions.csv: no user has 3 or more"):
+        _read(items, short)
+
+
+def test_generic_catalogue_without_text_is_refused(tmp_path, embedded):
+    from store_hf.templates import format_content
+
+    rows = _real_rows(embedded)
+    inter = _csv(
+        tmp_path / "interactions.csv",
+        _real_interactions(embedded, {r["item_id"] for r in rows}),
+        ["user_id", "item_id", "timestamp"],
+    )
+    ids_only = _jsonl(tmp_path / "ids.jsonl", [{"item_id": r["item_id"]} for r in rows])
+    with pytest.raises(
+        DataFormatError, match=r"^\S*ids.jsonl: the items have no text attributes \(only an id"
+    ):
+        _read(ids_only, inter)
+    blank = _jsonl(
+        tmp_path / "blank.jsonl",
+        [{"item_id": r["item_id"], "title": " ", "brand": None} for r in rows],
+    )
+    with pytest.raises(
+        DataFormatError,
+        match=r"^\S*blank.jsonl: no item has any text: all of \['title', 'brand'\] are empty",
+    ):
+        _read(blank, inter)
+    # Some items without any text are fine: the model formats them as "(no text)".
+    rows[0] = {"item_id": rows[0]["item_id"], "title": "", "brand": ""}
+    ds = _read(_jsonl(tmp_path / "some.jsonl", rows), inter)
+    assert (
+        format_content(ds.items[ds.item_index()[rows[0]["item_id"]]], ds.attributes) == "(no text)"
+    )
+    assert format_content(ds.items[ds.item_index()[rows[1]["item_id"]]], ds.attributes).startswith(
+        "title: "
+    )
+
+
+def test_lcrec_null_item_in_a_sequence_is_an_error(tmp_path, embedded):
+    items = {
+        r["item_id"]: {a: r[a] for a in embedded.attributes}
+        for r in embedded.items.select(range(10))
+    }
+    paths = _write_lcrec(tmp_path, items, {"0": ["0", "1", "2"], "1": ["3", None, "4"]})
+    with pytest.raises(DataFormatError, match=r"X.inter.json: field 'user 1': null item id"):
+        read_lcrec(*paths)

@@ -295,6 +295,16 @@ def test_movielens_non_numeric_timestamp(tmp_path):
     assert "ratings.csv:4" in str(err) and err.field == "timestamp" and "yesterday" in str(err)
 
 
+def test_movielens_non_finite_timestamp_and_rating(tmp_path):
+    ratings = RATINGS_CSV + "1,1,3.0,nan\n"
+    err = _ml_error(tmp_path, ("movies.csv", MOVIES_CSV), ("ratings.csv", ratings))
+    assert str(err).endswith("ratings.csv:4: field 'timestamp': not a finite number: 'nan'")
+    ratings = RATINGS_CSV + "1,1,nan,964982703\n"
+    (tmp_path / "ratings.csv").write_text(ratings)
+    with pytest.raises(DataFormatError, match=r"ratings.csv:4: field 'rating': not a finite"):
+        read_movielens(tmp_path / "movies.csv", tmp_path / "ratings.csv", min_rating=3.0)
+
+
 def test_movielens_malformed_lines(tmp_path):
     movies = "1::Toy Story (1995)::Animation|Children's|Comedy\n2::Jumanji (1995)\n"
     err = _ml_error(
@@ -397,6 +407,11 @@ def test_recbole_good_minimal(tmp_path):
         (ITEM, INTER + "2\t1\tnoon\n", "x.inter:5", "timestamp"),  # non-numeric timestamp
         (ITEM + "1\tToy Story 2\tComedy\n", INTER, "x.item:4", "item_id"),  # duplicate id
         ("item_id:token\tmovie_title:token_seq\n", INTER, "x.item", None),  # empty catalogue
+        (ITEM, INTER + "2\t1\tnan\n", "x.inter:5", "timestamp"),  # non-finite timestamps
+        (ITEM, INTER + "2\t1\t-inf\n", "x.inter:5", "timestamp"),
+        (ITEM, INTER + "2\t1\t1e400\n", "x.inter:5", "timestamp"),
+        ("item_id:token\tyear:float\n1\t1995\n2\t1995\n", INTER, "x.item", None),  # no text
+        (ITEM, INTER.rsplit("1\t1\t", 1)[0], "x.inter", None),  # no user with 3 interactions
     ],
 )
 def test_recbole_bad_input(tmp_path, item, inter, where, field):

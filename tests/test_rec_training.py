@@ -7,16 +7,11 @@ import torch
 from datasets import Dataset, DatasetDict, concatenate_datasets
 from transformers import Trainer
 
+from store_hf.evaluation import evaluate_recommender, evaluate_scoring
 from store_hf.modeling_store import StoreForGenerativeRec, StoreTokenizerModel
 from store_hf.presets import RecStageSettings
-from store_hf.rec_training import (
-    RecCollator,
-    RecInstructionData,
-    _stage_args,
-    evaluate_recommender,
-    evaluate_scoring,
-    train_recommender,
-)
+from store_hf.training import RecCollator, RecInstructionData, train_recommender
+from store_hf.training.recommender import _stage_args
 
 V, K, N = 3, 8, 24
 
@@ -158,7 +153,7 @@ def test_two_stage_training_learns_the_pattern(chain, tmp_path):
 
 
 def test_evaluation_cadence_leaves_early_stopping_room_to_act():
-    from store_hf.rec_training import evaluation_steps
+    from store_hf.training import evaluation_steps
 
     # the cpu preset's old stage 2: 620 rows in batches of 16 (39 steps), eval every 50 steps:
     # one evaluation, at the end; now at least patience + 1 evaluations
@@ -221,7 +216,42 @@ def test_stage_two_stops_early_and_keeps_the_best_checkpoint(tmp_path):
     best_step, best_loss = min(losses, key=lambda s: s[1])
     assert best_step < losses[-1][0] and result["best_metric"] == pytest.approx(best_loss)
     assert result["best_checkpoint"].endswith(f"checkpoint-{best_step}")
-    saved = load_file(f"{result['best_checkpoint']}/model.safetensors")
+    # the model is the better of stage 2's best checkpoint and stage 1's end
+    stage1 = result["stage1_metric"]
+    assert result["stage2_kept"] == (best_loss < stage1), (best_loss, stage1)
+    best = (
+        result["best_checkpoint"] if result["stage2_kept"] else _last_checkpoint(tmp_path / "joint")
+    )
+    saved = load_file(f"{best}/model.safetensors")
     state = rec.state_dict()
     lora = [n for n in saved if "lora_" in n or n.endswith("code_weight")]
     assert lora and all(torch.equal(saved[n], state[n]) for n in lora)
+
+
+def _last_checkpoint(folder):
+    from store_hf.training.checkpoints import last_checkpoint
+
+    return str(last_checkpoint(folder))
+
+
+def test_stage_one_is_kept_where_stage_two_never_beat_it():
+    """Stage 2's best validation (higher NDCG is better) below stage 1's last: the trainable
+    weights go back to stage 1's; above it, stage 2's stay; a tie keeps stage 1."""
+    from store_hf.training.recommender import keep_better_stage
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Linear(4, 2))
+    model[0].weight.requires_grad_(False)  # frozen: not part of what a stage trains
+    stage1 = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)  # what stage 2 did
+    stage2 = {n: p.detach().clone() for n, p in model.named_parameters()}
+    assert keep_better_stage(model, stage1, 0.07, 0.08, greater_is_better=True)
+    assert all(torch.equal(p, stage2[n]) for n, p in model.named_parameters())
+    assert not keep_better_stage(model, stage1, 0.07, 0.07, greater_is_better=True)
+    for name, p in model.named_parameters():
+        assert torch.equal(p, stage1[name] if name in stage1 else stage2[name]), name
+    # loss: lower is better
+    assert keep_better_stage(model, stage1, 2.5, 2.4, greater_is_better=False)
+    assert keep_better_stage(model, stage1, None, 2.4, greater_is_better=False)

@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from store_hf.backbones import resolve_backbone
-from store_hf.collators import DenseTokenizerCollator, tokenize_items
 from store_hf.modeling_store import StoreTokenizerModel
-from store_hf.tasks import default_task_setup
+from store_hf.templates import default_task_setup
+from store_hf.training import DenseTokenizerCollator, tokenize_items
 
 
 @pytest.fixture(scope="module")

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from store_hf.baselines.rqvae import RQVAE, RQVAEConfig, code_statistics, disambiguate, kmeans
 from store_hf.baselines.tiger import CODE_OFFSET, PAD, TIGER, TIGERConfig
+from store_hf.semantic_ids.rqvae import RQVAE, RQVAEConfig, code_statistics, disambiguate, kmeans
 from store_hf.trie import TrieLogitsProcessor
 
 
@@ -268,3 +268,13 @@ def test_user_tokens_and_input_checks():
         model.recommend([["nope"]], k=3, user_ids=["bob"])
     with pytest.raises(ValueError, match="not unique"):
         TIGER(ITEM_IDS[:2], np.array([[0, 1], [0, 1]]), TINY)
+
+
+def test_rqvae_save_and_load(tmp_path):
+    x, _ = _clusters(seed=3)
+    rq = RQVAE(x.shape[1], SMALL_RQ)
+    rq.fit(x)
+    rq.save(tmp_path / "rq")
+    loaded = RQVAE.load(tmp_path / "rq")
+    np.testing.assert_array_equal(loaded.encode(x), rq.encode(x))
+    assert loaded.config == rq.config and loaded.report["seconds"] == rq.report["seconds"]

@@ -3,15 +3,17 @@
 import pytest
 import torch
 
-from store_hf.collators import DenseTokenizerCollator, format_content, tokenize_items
 from store_hf.modeling_store import StoreTokenizerModel
 from store_hf.presets import get_preset
-from store_hf.tasks import default_task_setup
-from store_hf.tokenizer_training import (
+from store_hf.templates import default_task_setup
+from store_hf.training import (
+    DenseTokenizerCollator,
     build_tokenizer_model,
     dense_information_gap,
+    format_content,
     item_texts,
     stage_training_arguments,
+    tokenize_items,
     train_dense_tokenizer,
 )
 
@@ -119,15 +121,15 @@ def test_trainer_reduces_the_loss_and_saves(tmp_path, embedded):
 def test_encode_items_is_order_and_batch_invariant(tiny, embedded):
     model, tokenizer = tiny
     texts = item_texts(embedded.items.select(range(12)), model.config.content_attributes)
-    full = model.encode_items(texts, tokenizer, batch_size=5, show_progress=False)
+    full = model.encode_items(texts, tokenizer, batch_size=5)
     assert (
         full.shape == (12, model.config.num_dense_tokens, model.embedding_dim)
         and full.dtype == torch.float32
     )
-    one = model.encode_items(texts[7:8], tokenizer, batch_size=1, show_progress=False)
+    one = model.encode_items(texts[7:8], tokenizer, batch_size=1)
     torch.testing.assert_close(one[0], full[7], rtol=1e-4, atol=1e-5)
     assert not torch.allclose(full[0], full[1])
-    bf16 = model.encode_items(texts, tokenizer, batch_size=5, bf16=True, show_progress=False)
+    bf16 = model.encode_items(texts, tokenizer, batch_size=5, bf16=True)
     assert (
         bf16.dtype == torch.float32
         and torch.nn.functional.cosine_similarity(bf16.flatten(1), full.flatten(1)).min() > 0.95

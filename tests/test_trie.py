@@ -162,7 +162,7 @@ def test_memory_is_small_for_a_large_catalogue():
     trie = CodeTrie(codes, k, 50_000)
     sizes = trie.level_sizes
     internal = sum(sizes[:v])
-    expected = internal * k // 8 + 8 * (sum(sizes) - 1) + 8 * sizes[v] + v * k
+    expected = internal * k // 8 + 8 * (sum(sizes) - 1) + 8 * (n + sizes[v] + 1) + v * k
     assert trie.memory_bytes == expected
     assert trie.memory_bytes < 16 * 2**20  # a dense int32 child table would need > 60 MB
     sample = torch.from_numpy(codes[rng.choice(n, 1000)])

@@ -21,7 +21,7 @@ __all__ = [
 ]
 
 # TIGER (Rajput et al. 2023): RQ-VAE semantic IDs + a T5 generating the next item's codes.
-from .rqvae import RQVAE, RQVAEConfig  # noqa: E402
+from ..semantic_ids.rqvae import RQVAE, RQVAEConfig  # noqa: E402
 from .text_encoder import encode_texts  # noqa: E402
 from .tiger import TIGER, TIGERConfig  # noqa: E402
 

@@ -1,4 +1,5 @@
-"""Helpers the baselines share: rebuilding training sequences from split rows, id lookup.
+"""Helpers the baselines share: rebuilding training sequences from split rows, id lookup,
+length-bucketed batches and padding, and the epoch loop with early stopping.
 
 Split rows are what :func:`store_hf.data.leave_one_out` and :func:`store_hf.data.user_split` give:
 columns ``user_id`` (str), ``history`` (list of item ids, oldest first) and ``target`` (item id).
@@ -10,8 +11,12 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
+
+import numpy as np
+import torch
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +64,69 @@ def lookup(ids: Sequence[str], index: Mapping[str, int], what: str = "item id") 
             raise ValueError(f"unknown {what} {item_id!r}: not in the model's item vocabulary")
         out.append(idx)
     return out
+
+
+def validation_rows(data: Mapping[str, Rows]) -> Rows | None:
+    """The ``validation`` split of ``data``, or ``None`` when there is none or it is empty."""
+    valid = data.get("validation")
+    return None if valid is None or len(valid) == 0 else valid
+
+
+def check_same_length(histories: Sequence[Any], targets: Sequence[Any]) -> None:
+    """ValueError unless there is one target per history."""
+    if len(histories) != len(targets):
+        raise ValueError(f"{len(histories)} histories but {len(targets)} targets")
+
+
+def right_pad(rows: Sequence[Sequence[int]], length: int | None = None) -> torch.Tensor:
+    """Index lists -> ``(len(rows), length)`` long tensor, 0 after each row's items
+    (``length`` defaults to the longest row)."""
+    length = max(len(r) for r in rows) if length is None else length
+    out = torch.zeros(len(rows), length, dtype=torch.long)
+    for i, r in enumerate(rows):
+        out[i, : len(r)] = torch.tensor(r, dtype=torch.long)
+    return out
+
+
+def length_batches(
+    lengths: np.ndarray, batch_size: int, generator: torch.Generator
+) -> list[np.ndarray]:
+    """One epoch of batches (arrays of row indices): rows sorted by length (random order within
+    a length), cut into batches, batches in random order. Most sequences are short, so random
+    batches would pad nearly all of them to the longest one; this keeps the padding small while
+    every epoch still mixes which rows share a batch."""
+    tie_break = torch.rand(len(lengths), generator=generator).numpy()
+    order = np.lexsort((tie_break, lengths))
+    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    return [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
+
+
+def train_epochs(
+    module: torch.nn.Module,
+    config: Any,
+    train_epoch: Callable[[], dict],
+    validate: Callable[[], Mapping[str, float] | None],
+    log: list[dict],
+    name: str,
+    callback: Callable[[dict], None] | None = None,
+) -> None:
+    """Up to ``config.epochs`` passes of ``train_epoch`` (returns the epoch's log entries, e.g.
+    ``{"loss": ...}``), each followed by ``validate`` (metrics, or ``None`` without validation
+    data); stops early on ``config.monitor`` after ``config.patience`` epochs without a gain
+    (:class:`EarlyStopping`), then loads the best weights into ``module`` and leaves it in eval
+    mode. Each epoch's entry is appended to ``log`` and passed to ``callback``."""
+    patience, monitor = config.patience, config.monitor
+    stopper = EarlyStopping(patience)
+    for epoch in range(1, config.epochs + 1):
+        started = time.perf_counter()
+        module.train()
+        entry = {"epoch": epoch, **train_epoch()}
+        metrics = validate()
+        seconds = time.perf_counter() - started
+        if stopper.end_epoch(entry, metrics, monitor, module, seconds, log, name, callback):
+            break
+    stopper.restore(module)
+    module.eval()
 
 
 class EarlyStopping:

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .common import Rows, lookup, training_sequences
+from .common import Rows, check_same_length, lookup, training_sequences
 
 
 def _catalogue(counts: Counter[str], item_ids: Sequence[str] | None) -> list[str]:
@@ -89,8 +89,7 @@ class MostPopular:
     ) -> np.ndarray:
         """1-based rank of each target in the popularity ranking, shape ``(len(targets),)``."""
         self._check_fitted()
-        if len(histories) != len(targets):
-            raise ValueError(f"{len(histories)} histories but {len(targets)} targets")
+        check_same_length(histories, targets)
         ranks = np.array(lookup(targets, self._rank, "target item id"), dtype=np.int64)
         if exclude_history:
             for row, (history, target) in enumerate(zip(histories, targets)):
@@ -158,8 +157,7 @@ class RandomRecommender:
         """A uniform random rank in ``1..num_items`` per target (``1..num_items - |history|``
         with ``exclude_history``, 0 when the target is in its history)."""
         self._check_fitted()
-        if len(histories) != len(targets):
-            raise ValueError(f"{len(histories)} histories but {len(targets)} targets")
+        check_same_length(histories, targets)
         lookup(targets, self._index, "target item id")
         rng = np.random.default_rng(self.seed)
         sizes = np.full(len(targets), len(self.item_ids), dtype=np.int64)

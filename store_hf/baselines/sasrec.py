@@ -28,16 +28,11 @@ exactly training on every prefix.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
-import tempfile
-import time
-import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -47,8 +42,17 @@ from torch import nn
 
 from ..data.dataset import RecDataset
 from ..data.splits import leave_one_out
+from ..files import load_tensors_and_config, save_tensors_and_config
 from ..metrics import ranking_metrics
-from .common import EarlyStopping, lookup, training_sequences
+from .common import (
+    check_same_length,
+    length_batches,
+    lookup,
+    right_pad,
+    train_epochs,
+    training_sequences,
+    validation_rows,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -256,7 +260,7 @@ class SASRec(nn.Module):
         try:
             for start in range(0, len(order), batch_size):
                 rows = order[start : start + batch_size]
-                ids = _right_pad([encoded[r] for r in rows], int(lengths[rows].max()))
+                ids = right_pad([encoded[r] for r in rows], int(lengths[rows].max()))
                 scores = self.score(ids, torch.from_numpy(lengths[rows]))
                 if exclude_history:
                     # the whole history, not only the max_len items the model reads
@@ -303,8 +307,7 @@ class SASRec(nn.Module):
         that is in its own history gets rank 0 ("not retrieved").
         """
         histories = list(histories)
-        if len(histories) != len(targets):
-            raise ValueError(f"{len(histories)} histories but {len(targets)} targets")
+        check_same_length(histories, targets)
         cols = torch.tensor(lookup(list(targets), self.item_index, "target item id")) - 1
         ranks = np.zeros(len(targets), dtype=np.int64)
         for rows, scores in self._batched_scores(histories, exclude_history, batch_size):
@@ -372,9 +375,7 @@ class SASRec(nn.Module):
             raise ValueError("no training sequence with two or more items")
         lengths = np.array([len(w) for w in windows], dtype=np.int64)
 
-        valid = data.get("validation")
-        if valid is not None and len(valid) == 0:
-            valid = None
+        valid = validation_rows(data)
         valid_histories = valid["history"] if valid is not None else None
         valid_targets = valid["target"] if valid is not None else None
         monitor_k = int(config.monitor.split("@")[1])
@@ -383,14 +384,11 @@ class SASRec(nn.Module):
             model.parameters(), lr=config.lr, weight_decay=config.weight_decay, betas=(0.9, 0.98)
         )
         shuffle = torch.Generator().manual_seed(config.seed)
-        stopper = EarlyStopping(config.patience)
-        model.fit_log = []
-        for epoch in range(1, config.epochs + 1):
-            started = time.perf_counter()
-            model.train()
+
+        def train_epoch() -> dict:
             total, positions = 0.0, 0
-            for batch in _length_batches(lengths, config.batch_size, shuffle):
-                seq = _right_pad([windows[i] for i in batch], int(lengths[batch].max())).to(device)
+            for batch in length_batches(lengths, config.batch_size, shuffle):
+                seq = right_pad([windows[i] for i in batch], int(lengths[batch].max())).to(device)
                 hidden = model(seq[:, :-1])
                 # label j is item index j + 1; padding (0) becomes -1. Scoring only the real
                 # positions skips the (positions x items) logits of the padding.
@@ -403,61 +401,34 @@ class SASRec(nn.Module):
                 n = int(real.sum())
                 total += loss.item() * n
                 positions += n
-            metrics = None
-            if valid is not None:
-                ranks = model.rank_targets(valid_histories, valid_targets)
-                metrics = ranking_metrics(ranks, sorted({10, monitor_k}))
-            entry = {"epoch": epoch, "loss": total / positions}
-            seconds = time.perf_counter() - started
-            log = model.fit_log
-            if stopper.end_epoch(
-                entry, metrics, config.monitor, model, seconds, log, "sasrec", callback
-            ):
-                break
-        stopper.restore(model)
-        model.eval()
+            return {"loss": total / positions}
+
+        def validate() -> dict | None:
+            if valid is None:
+                return None
+            ranks = model.rank_targets(valid_histories, valid_targets)
+            return ranking_metrics(ranks, sorted({10, monitor_k}))
+
+        model.fit_log = []
+        train_epochs(model, config, train_epoch, validate, model.fit_log, "sasrec", callback)
         return model
 
     # ---- persistence ---------------------------------------------------------------------------
 
     def save(self, folder: str | os.PathLike) -> None:
-        """Write ``sasrec.safetensors`` (weights) and ``sasrec.json`` (config, item ids, log).
-
-        Each file goes to a temporary file in ``folder`` and is moved into place with
-        ``os.replace``, so a crash never leaves a half-written file; a random fingerprint stored in
-        both detects a weights/config pair from two different saves.
-        """
-        from safetensors.torch import save
-
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        fingerprint = uuid.uuid4().hex
+        """Write ``sasrec.safetensors`` (weights) and ``sasrec.json`` (config, item ids, log),
+        each atomically, with a shared random fingerprint that detects a weights/config pair
+        from two different saves (:func:`store_hf.files.save_tensors_and_config`)."""
         tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
-        blob = save(tensors, metadata={"fingerprint": fingerprint})
-        meta = {
-            "format_version": FORMAT_VERSION,
-            "fingerprint": fingerprint,
-            "config": asdict(self.config),
-            "item_ids": self.item_ids,
-            "fit_log": self.fit_log,
-        }
-        _atomic_write(folder / WEIGHTS_NAME, blob)
-        _atomic_write(folder / CONFIG_NAME, json.dumps(meta, indent=1).encode())
+        meta = {"config": asdict(self.config), "item_ids": self.item_ids, "fit_log": self.fit_log}
+        save_tensors_and_config(folder, WEIGHTS_NAME, CONFIG_NAME, tensors, meta, FORMAT_VERSION)
 
     @classmethod
     def load(cls, folder: str | os.PathLike, device: str | torch.device = "cpu") -> SASRec:
         """Read a model written by :meth:`save`, in eval mode."""
-        from safetensors import safe_open
-
-        folder = Path(folder)
-        meta = json.loads((folder / CONFIG_NAME).read_text())
-        if meta.get("format_version") != FORMAT_VERSION:
-            raise ValueError(f"{folder / CONFIG_NAME}: unsupported format_version")
-        with safe_open(str(folder / WEIGHTS_NAME), framework="pt", device=str(device)) as f:
-            fingerprint = (f.metadata() or {}).get("fingerprint")
-            state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not a dict)
-        if fingerprint != meta["fingerprint"]:
-            raise ValueError(f"{folder}: weights and config come from different saves")
+        state, meta = load_tensors_and_config(
+            folder, WEIGHTS_NAME, CONFIG_NAME, FORMAT_VERSION, device=str(device), what="SASRec"
+        )
         model = cls(meta["item_ids"], SASRecConfig(**meta["config"])).to(device)
         model.load_state_dict(state)
         model.fit_log = meta.get("fit_log", [])
@@ -472,39 +443,3 @@ def _ids_in_splits(splits: DatasetDict) -> list[str]:
             seen.update(dict.fromkeys(history))
             seen[target] = None
     return list(seen)
-
-
-def _right_pad(rows: Sequence[Sequence[int]], length: int) -> torch.Tensor:
-    """Index lists -> (len(rows), length) long tensor, 0 after each row's items."""
-    out = torch.zeros(len(rows), length, dtype=torch.long)
-    for i, r in enumerate(rows):
-        out[i, : len(r)] = torch.tensor(r, dtype=torch.long)
-    return out
-
-
-def _length_batches(
-    lengths: np.ndarray, batch_size: int, generator: torch.Generator
-) -> list[np.ndarray]:
-    """One epoch of batches: sequences sorted by length (random order within a length), cut into
-    batches, batches in random order. Most sequences are short, so random batches would pad
-    nearly all of them to the longest one; this keeps the padding small while every epoch
-    still mixes which sequences share a batch."""
-    tie_break = torch.rand(len(lengths), generator=generator).numpy()
-    order = np.lexsort((tie_break, lengths))
-    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-    return [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a saved model is meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise

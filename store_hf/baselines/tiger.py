@@ -1,6 +1,6 @@
 """TIGER (Rajput et al., NeurIPS 2023): generative retrieval of semantic IDs with a small T5.
 
-Every item is a tuple of ``v`` codes (its semantic ID, from :mod:`store_hf.baselines.rqvae`:
+Every item is a tuple of ``v`` codes (its semantic ID, from :mod:`store_hf.semantic_ids.rqvae`:
 3 RQ-VAE codes + 1 collision code). The recommender is a transformers
 ``T5ForConditionalGeneration`` trained from scratch:
 
@@ -30,26 +30,31 @@ reached gets rank 0 (not retrieved), so Recall@K is only defined for ``K <= num_
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
 import re
 import time
-import uuid
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 from transformers import LogitsProcessorList, T5Config, T5ForConditionalGeneration
 
+from ..files import load_tensors_and_config, save_tensors_and_config
 from ..metrics import ranking_metrics, target_ranks
 from ..trie import CodeTrie, TrieLogitsProcessor, code_token_ids, token_ids_to_codes
-from .common import EarlyStopping, Rows, lookup
-from .sasrec import _atomic_write
+from .common import (
+    Rows,
+    check_same_length,
+    length_batches,
+    lookup,
+    right_pad,
+    train_epochs,
+    validation_rows,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -128,9 +133,13 @@ class TIGERConfig:
 class TIGER:
     """A T5 that generates the semantic ID of the next item.
 
+    (About 320 lines: one baseline's whole life cycle, build, train, rank, save and load, kept in
+    one class like SASRec's so that the two read side by side; the shared parts are in
+    :mod:`store_hf.baselines.common`.)
+
     Args:
         item_ids: the catalogue, in a fixed order; row ``j`` of ``codes`` is ``item_ids[j]``.
-        codes: ``(N, v)`` integer semantic IDs, unique rows (use :func:`rqvae.disambiguate`).
+        codes: ``(N, v)`` integer semantic IDs, unique rows (use :func:`store_hf.semantic_ids.disambiguate`).
         config: :class:`TIGERConfig`.
         codebook_size: ``k``, code tokens per position; default ``codes.max() + 1``. One ``k``
             serves every position (the trie's token layout), so a collision position smaller
@@ -225,10 +234,7 @@ class TIGER:
 
     def _batch(self, rows: Sequence[Sequence[int]]) -> dict[str, torch.Tensor]:
         """Right-padded ``input_ids`` and ``attention_mask``, (B, L), on the model's device."""
-        length = max(len(r) for r in rows)
-        ids = torch.full((len(rows), length), PAD, dtype=torch.long)
-        for i, r in enumerate(rows):
-            ids[i, : len(r)] = torch.tensor(r, dtype=torch.long)
+        ids = right_pad(rows)  # pads with 0 = PAD
         return {"input_ids": ids.to(self.device), "attention_mask": (ids != PAD).to(self.device)}
 
     # ---- inference -----------------------------------------------------------------------------
@@ -308,8 +314,7 @@ class TIGER:
     ) -> np.ndarray:
         """1-based position of each target in its beam list, 0 if no beam reached it;
         ``(len(targets),)`` int64."""
-        if len(histories) != len(targets):
-            raise ValueError(f"{len(histories)} histories but {len(targets)} targets")
+        check_same_length(histories, targets)
         lookup(list(targets), self.item_index, "target item id")  # fail before the slow part
         found = self.generate_items(histories, num_beams, user_ids)
         lists = [[self.item_ids[j] for j in items] for items in found]
@@ -364,9 +369,7 @@ class TIGER:
         if not inputs:
             raise ValueError("no training rows")
 
-        valid = data.get("validation")
-        if valid is not None and len(valid) == 0:
-            valid = None
+        valid = validation_rows(data)
         if valid is not None and config.valid_max_users and len(valid) > config.valid_max_users:
             # a fixed sample, so every epoch is scored on the same users
             pick = np.random.default_rng(config.eval_seed).choice(
@@ -392,13 +395,10 @@ class TIGER:
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
         shuffle = torch.Generator().manual_seed(config.seed)
         lengths = np.array([len(r) for r in inputs])
-        stopper = EarlyStopping(config.patience)
-        model.fit_log = []
-        for epoch in range(1, config.epochs + 1):
-            started = time.perf_counter()
-            net.train()
-            total = 0.0
-            for batch in _length_batches(lengths, config.batch_size, shuffle):
+
+        def train_epoch() -> dict:
+            started, total = time.perf_counter(), 0.0
+            for batch in length_batches(lengths, config.batch_size, shuffle):
                 enc = model._batch([inputs[i] for i in batch])
                 loss = net(**enc, labels=labels[batch].to(model.device)).loss
                 optimizer.zero_grad(set_to_none=True)
@@ -407,60 +407,44 @@ class TIGER:
                 optimizer.step()
                 scheduler.step()
                 total += loss.item() * len(batch)
-            entry = {"epoch": epoch, "loss": total / len(inputs)}
-            entry["train_seconds"] = round(time.perf_counter() - started, 3)
-            metrics = None if valid is None else model.evaluate(valid, sorted({10, monitor_k}))
-            seconds = time.perf_counter() - started
-            log = model.fit_log
-            if stopper.end_epoch(
-                entry, metrics, config.monitor, net, seconds, log, "tiger", callback
-            ):
-                break
-        stopper.restore(net)
-        net.eval()
+            seconds = round(time.perf_counter() - started, 3)
+            return {"loss": total / len(inputs), "train_seconds": seconds}
+
+        def validate() -> dict | None:
+            return None if valid is None else model.evaluate(valid, sorted({10, monitor_k}))
+
+        model.fit_log = []
+        train_epochs(net, config, train_epoch, validate, model.fit_log, "tiger", callback)
         return model
 
     # ---- persistence ---------------------------------------------------------------------------
 
     def save(self, folder: str | os.PathLike) -> None:
         """Write ``tiger.safetensors`` (T5 weights) and ``tiger.json`` (config, item ids, codes,
-        log), each atomically, with a shared random fingerprint that detects a mixed pair."""
-        from safetensors.torch import save
-
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        fingerprint = uuid.uuid4().hex
+        log), each atomically, with a shared random fingerprint that detects a mixed pair
+        (:func:`store_hf.files.save_tensors_and_config`)."""
         # tied embeddings: state_dict holds the shared matrix under several names; one copy each
         tensors = {
             k: v.detach().cpu().contiguous().clone() for k, v in self.model.state_dict().items()
         }
-        blob = save(tensors, metadata={"fingerprint": fingerprint})
         meta = {
-            "format_version": FORMAT_VERSION,
-            "fingerprint": fingerprint,
             "config": asdict(self.config),
             "codebook_size": self.codebook_size,
             "item_ids": self.item_ids,
             "codes": self.codes.tolist(),
             "fit_log": self.fit_log,
         }
-        _atomic_write(folder / WEIGHTS_NAME, blob)
-        _atomic_write(folder / CONFIG_NAME, json.dumps(meta).encode())
+        # one JSON line: the code table has a row per item
+        save_tensors_and_config(
+            folder, WEIGHTS_NAME, CONFIG_NAME, tensors, meta, FORMAT_VERSION, indent=None
+        )
 
     @classmethod
     def load(cls, folder: str | os.PathLike, device: str | torch.device = "cpu") -> TIGER:
         """Read a model written by :meth:`save`, in eval mode."""
-        from safetensors import safe_open
-
-        folder = Path(folder)
-        meta = json.loads((folder / CONFIG_NAME).read_text())
-        if meta.get("format_version") != FORMAT_VERSION:
-            raise ValueError(f"{folder / CONFIG_NAME}: unsupported format_version")
-        with safe_open(str(folder / WEIGHTS_NAME), framework="pt", device="cpu") as f:
-            fingerprint = (f.metadata() or {}).get("fingerprint")
-            state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not a dict)
-        if fingerprint != meta["fingerprint"]:
-            raise ValueError(f"{folder}: weights and config come from different saves")
+        state, meta = load_tensors_and_config(
+            folder, WEIGHTS_NAME, CONFIG_NAME, FORMAT_VERSION, what="TIGER"
+        )
         model = cls(
             meta["item_ids"],
             np.array(meta["codes"], dtype=np.int64),
@@ -472,14 +456,3 @@ class TIGER:
         model.to(device)
         model.model.eval()
         return model
-
-
-def _length_batches(
-    lengths: np.ndarray, batch_size: int, generator: torch.Generator
-) -> list[np.ndarray]:
-    """One epoch of batches: rows sorted by length (random order within a length), cut into
-    batches, batches in random order, so a batch pads little but the mix changes per epoch."""
-    tie_break = torch.rand(len(lengths), generator=generator).numpy()
-    order = np.lexsort((tie_break, lengths))
-    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-    return [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]

@@ -70,6 +70,24 @@ def load_embedded_dataset(options: DataOptions | None = None) -> RecDataset:
     )
 
 
+def load_dataset_or_embedded(
+    path: PathLike | None = None,
+    *,
+    format: str | None = None,
+    items: PathLike | None = None,
+    interactions: PathLike | None = None,
+    options: DataOptions | None = None,
+) -> RecDataset:
+    """The dataset that ``path`` or ``items``/``interactions`` name (:func:`read_dataset`), or
+    the embedded one (:func:`load_embedded_dataset`) when none is named; ``options`` apply to
+    either. The one rule behind every ``--dataset`` flag (CLI, examples, benchmarks)."""
+    if path is None and items is None and interactions is None:
+        return load_embedded_dataset(options)
+    return read_dataset(
+        path, format=format, items=items, interactions=interactions, options=options
+    )
+
+
 __all__ = [
     "DataFormatError",
     "DataOptions",
@@ -80,6 +98,7 @@ __all__ = [
     "leave_one_out",
     "sample_users",
     "EVAL_SEED",
+    "load_dataset_or_embedded",
     "load_embedded_dataset",
     "read_dataset",
     "user_split",

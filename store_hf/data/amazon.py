@@ -175,7 +175,12 @@ def read_amazon(
 
     default_name = _category(items_path) or "amazon"
     dataset = build_dataset(
-        name or default_name, table, interactions_iter(), options, source=str(items_path)
+        name or default_name,
+        table,
+        interactions_iter(),
+        options,
+        source=str(items_path),
+        interactions_source=str(inter_path),
     )
     if duplicates:
         dataset.drops["duplicate_item_ids"] = duplicates

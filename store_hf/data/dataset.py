@@ -12,6 +12,7 @@ import numpy as np
 from datasets import Dataset
 
 from .errors import DataFormatError
+from .io import parse_id
 from .text import clean_text
 
 logger = logging.getLogger(__name__)
@@ -147,22 +148,33 @@ class ItemTable:
     """Collects item rows while a reader parses, refusing duplicate ids with file and line."""
 
     def __init__(self, attributes: list[str]) -> None:
+        if "item_id" in attributes:
+            # The table's id column is always called item_id: an attribute of that name would
+            # silently replace the ids in RecDataset.items.
+            raise DataFormatError(
+                "'item_id' is the id column of the item table and cannot be a text attribute",
+                field="item_id",
+            )
         self.attributes = list(attributes)
         self.rows: dict[str, dict[str, str]] = {}
         self._where: dict[str, str] = {}
 
     def add(
-        self, item_id: Any, values: Mapping[str, Any], path: Any = None, line: int | None = None
+        self,
+        item_id: Any,
+        values: Mapping[str, Any],
+        path: Any = None,
+        line: int | None = None,
+        field: str = "item_id",
     ) -> None:
-        item_id = str(item_id).strip()
-        if not item_id:
-            raise DataFormatError("empty item id", path, line, field="item_id")
+        """Add one item; ``field`` is the id column's name in the file, for error messages."""
+        item_id = parse_id(item_id, path, line, field, what="item id")
         if item_id in self.rows:
             raise DataFormatError(
                 f"duplicate item id {item_id!r} (first seen at {self._where[item_id]})",
                 path,
                 line,
-                field="item_id",
+                field=field,
             )
         self.rows[item_id] = {a: clean_text(values.get(a)) for a in self.attributes}
         self._where[item_id] = f"line {line}" if line is not None else "an earlier entry"
@@ -178,6 +190,7 @@ def build_dataset(
     options: DataOptions | None = None,
     impressions: list[dict[str, Any]] | None = None,
     source: str | None = None,
+    interactions_source: str | None = None,
 ) -> RecDataset:
     """Assemble a :class:`RecDataset` from parsed rows, applying the cleaning in ``options``.
 
@@ -185,7 +198,10 @@ def build_dataset(
     timestamp (stable, so ties keep file order) -> collapse consecutive duplicates -> k-core ->
     drop short users. Every drop is counted in ``drops`` and logged once.
 
-    ``source`` names the items file in errors about an empty catalogue.
+    ``source`` names the items file in errors about the catalogue (empty, no text);
+    ``interactions_source`` the interactions file in errors about users (none left).
+    A catalogue where no kept item has any text is refused: the model reads items through their
+    text, and an item with none is only formatted as "(no text)".
     """
     options = options or DataOptions()
     if len(items) == 0:
@@ -255,8 +271,9 @@ def build_dataset(
     if not sequences:
         raise DataFormatError(
             f"no user has {options.min_sequence_length} or more interactions with known items after filtering",
-            path=source,
+            path=interactions_source or source,
         )
+    _require_text(items, keep_ids, name, source)
 
     item_columns: dict[str, list[str]] = {"item_id": keep_ids}
     for attr in items.attributes:
@@ -273,6 +290,35 @@ def build_dataset(
         impressions=impressions_ds,
         drops={k: int(v) for k, v in drops.items() if v},
     )
+
+
+def _require_text(items: ItemTable, keep_ids: list[str], name: str, source: str | None) -> None:
+    """Refuse a catalogue without any item text; warn about attributes that are empty everywhere.
+
+    Without text the tokenizer has no content and no target to train on, and training failed deep
+    inside with "expected length 64 but got length 0". Items with no text at all are fine as long as
+    others have some: the templates format them as "(no text)".
+    """
+    if not items.attributes:
+        raise DataFormatError(
+            "the items have no text attributes (only an id column); the recommender needs item "
+            "text such as a title",
+            path=source,
+        )
+    filled = [a for a in items.attributes if any(items.rows[i][a] for i in keep_ids)]
+    if not filled:
+        raise DataFormatError(
+            f"no item has any text: all of {items.attributes} are empty for every one of the "
+            f"{len(keep_ids)} items; the recommender needs item text such as a title",
+            path=source,
+        )
+    empty = [a for a in items.attributes if a not in filled]
+    if empty:
+        logger.warning(
+            "%s: attribute(s) %s are empty for every item; they add nothing to the item text",
+            name,
+            empty,
+        )
 
 
 def _empty_impressions() -> Dataset:

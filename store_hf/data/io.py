@@ -6,6 +6,7 @@ import ast
 import csv
 import gzip
 import json
+import math
 import os
 import zlib
 from collections.abc import Iterator
@@ -150,9 +151,40 @@ def iter_separated(
             yield lineno, dict(zip(fieldnames, row))
 
 
-def parse_number(value: str, path: PathLike, line: int, field: str) -> float:
-    """Parse a numeric cell, raising a DataFormatError that names the cell."""
+def parse_number(value: Any, path: PathLike, line: int, field: str) -> float:
+    """Parse a numeric cell, raising a DataFormatError that names the cell.
+
+    ``nan`` and infinities (``inf``, ``1e400``) are refused: a NaN timestamp makes the time sort
+    meaningless and an infinite one silently moves an interaction to one end of the sequence.
+    """
     try:
-        return float(value)
+        number = float(value)
     except (TypeError, ValueError):
         raise DataFormatError(f"not a number: {value!r}", path, line, field) from None
+    if not math.isfinite(number):
+        raise DataFormatError(f"not a finite number: {value!r}", path, line, field)
+    return number
+
+
+def parse_id(
+    value: Any, path: PathLike | None, line: int | None, field: str, what: str = "id"
+) -> str:
+    """A user or item id cell as a clean string, or a DataFormatError naming the cell.
+
+    JSON ``null`` would otherwise become the id ``"None"``, and ``true``/``1.5``/lists would become
+    ids that never match the other file's (``"1.5"`` vs ``"1.50"``), so only strings and integers
+    are ids.
+    """
+    if value is None:
+        raise DataFormatError(f"null {what}", path, line, field)
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise DataFormatError(
+            f"{what} must be a string or an integer, got {type(value).__name__} {value!r}",
+            path,
+            line,
+            field,
+        )
+    text = str(value).strip()
+    if not text:
+        raise DataFormatError(f"empty {what}", path, line, field)
+    return text

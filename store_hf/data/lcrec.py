@@ -11,7 +11,7 @@ from pathlib import Path
 
 from .dataset import DataOptions, ItemTable, RecDataset, build_dataset
 from .errors import DataFormatError
-from .io import PathLike, read_json, require_file
+from .io import PathLike, parse_id, read_json, require_file
 from .registry import Reader, register_reader
 
 
@@ -59,10 +59,22 @@ def read_lcrec(
             if not isinstance(seq, list):
                 raise DataFormatError(f"user {user_id!r}: expected a list of item ids", inter_path)
             for item_id in seq:
-                yield str(user_id), str(item_id), None
+                # parse_id: a null in a sequence would otherwise become the item "None"
+                yield (
+                    str(user_id),
+                    parse_id(item_id, inter_path, None, f"user {user_id}", "item id"),
+                    None,
+                )
 
     stem = items_path.name.removesuffix(".item.json")
-    return build_dataset(name or stem, table, interactions_iter(), options, source=str(items_path))
+    return build_dataset(
+        name or stem,
+        table,
+        interactions_iter(),
+        options,
+        source=str(items_path),
+        interactions_source=str(inter_path),
+    )
 
 
 def locate_lcrec(directory: Path) -> tuple[Path, Path] | None:

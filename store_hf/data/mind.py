@@ -131,6 +131,7 @@ def read_mind(
         options,
         impressions=impressions,
         source=str(news_path),
+        interactions_source=str(behaviors_path),
     )
     if dropped_candidates:
         dataset.drops["impression_candidates_unknown_item"] = dropped_candidates

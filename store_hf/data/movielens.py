@@ -191,7 +191,12 @@ def read_movielens(
 
     default_name = items_path.resolve().parent.name or "movielens"
     dataset = build_dataset(
-        name or default_name, table, interactions_iter(), options, source=str(items_path)
+        name or default_name,
+        table,
+        interactions_iter(),
+        options,
+        source=str(items_path),
+        interactions_source=str(inter_path),
     )
     if below:
         dataset.drops["below_min_rating"] = below

@@ -125,7 +125,14 @@ def read_recbole(
             yield row[user_cell].strip(), row[inter_item_cell].strip(), ts
 
     stem = items_path.name.removesuffix(".gz").removesuffix(".item")
-    return build_dataset(name or stem, table, interactions_iter(), options, source=str(items_path))
+    return build_dataset(
+        name or stem,
+        table,
+        interactions_iter(),
+        options,
+        source=str(items_path),
+        interactions_source=str(inter_path),
+    )
 
 
 def locate_recbole(directory: Path) -> tuple[Path, Path] | None:

@@ -97,7 +97,12 @@ def read_yelp(
             yield str(record["user_id"]), str(record["business_id"]).strip(), ts
 
     dataset = build_dataset(
-        name or "yelp", table, interactions_iter(), options, source=str(items_path)
+        name or "yelp",
+        table,
+        interactions_iter(),
+        options,
+        source=str(items_path),
+        interactions_source=str(inter_path),
     )
     if below:
         dataset.drops["below_min_stars"] = below

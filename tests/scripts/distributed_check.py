@@ -11,15 +11,16 @@ from datasets import DatasetDict
 
 from store_hf.data import load_embedded_dataset
 from store_hf.data.splits import leave_one_out
+from store_hf.item_encoding import encode_items
 from store_hf.modeling_store import StoreForGenerativeRec
-from store_hf.packing import packed_templates
 from store_hf.presets import get_preset
-from store_hf.rec_training import train_recommender
-from store_hf.tokenizer_training import (
+from store_hf.templates import packed_templates
+from store_hf.training import (
     build_tokenizer_model,
     item_texts,
     stage_training_arguments,
     train_dense_tokenizer,
+    train_recommender,
 )
 
 out_dir = sys.argv[1]
@@ -36,7 +37,8 @@ args = stage_training_arguments(
 trainer = train_dense_tokenizer(model, tokenizer, items, args)
 tok_losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
 model.merge_lora()
-embeddings = model.encode_items(
+embeddings = encode_items(
+    model,
     item_texts(dataset.items.select(range(21)), model.config.content_attributes),
     tokenizer,
     batch_size=4,

@@ -1,20 +1,24 @@
-"""Post-pretraining of the dense tokenizer with ``transformers.Trainer`` (paper section 3.1)."""
+"""Post-pretraining of the dense tokenizer with ``transformers.Trainer`` (paper section 3.1),
+and the pipeline's tokenizer stage."""
 
 from __future__ import annotations
 
 import logging
 import math
-import os
+from pathlib import Path
+from typing import Any
 
 import torch
 from datasets import Dataset
 from transformers import PreTrainedTokenizerBase, Trainer, TrainingArguments
 
-from .backbones import resolve_bf16
+from ..files import write_json_atomic
+from ..modeling_store import StoreTokenizerModel
+from ..presets import Preset
+from ..templates import default_task_setup
+from .arguments import stage_training_arguments, two_rate_optimizer
+from .checkpoints import last_checkpoint
 from .collators import DenseTokenizerCollator, format_content, tokenize_items
-from .modeling_store import StoreTokenizerModel
-from .presets import Preset, TokenizerStageSettings
-from .tasks import default_task_setup
 
 logger = logging.getLogger(__name__)
 
@@ -38,66 +42,6 @@ def build_tokenizer_model(
         preset.backbone, attn_implementation=attn_implementation, **kwargs
     )
     return model.add_lora(), tokenizer
-
-
-def stage_training_arguments(
-    output_dir: str | os.PathLike, settings: TokenizerStageSettings, seed: int = 0, **overrides
-) -> TrainingArguments:
-    """``TrainingArguments`` of a training stage (tokenizer or recommender settings):
-    ``settings.batch_size`` samples per optimiser step, reached by gradient accumulation over
-    processes and micro-batches."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    accumulation = max(1, settings.batch_size // (settings.per_device_batch_size * world))
-    kwargs = dict(
-        output_dir=str(output_dir),
-        per_device_train_batch_size=settings.per_device_batch_size,
-        per_device_eval_batch_size=settings.per_device_batch_size,
-        gradient_accumulation_steps=accumulation,
-        learning_rate=settings.learning_rate,
-        num_train_epochs=settings.num_epochs,
-        max_steps=settings.max_steps,
-        warmup_steps=settings.warmup_ratio,
-        lr_scheduler_type="cosine",
-        weight_decay=0.0,
-        bf16=resolve_bf16(settings.bf16),
-        logging_steps=1,
-        save_strategy="steps",
-        save_steps=50,
-        save_total_limit=1,
-        eval_strategy="no",
-        prediction_loss_only=True,
-        remove_unused_columns=False,
-        report_to="none",
-        seed=seed,
-        dataloader_num_workers=0,
-        # bf16 on a machine without an accelerator means CPU autocast, which Trainer only allows
-        # when told explicitly.
-        use_cpu=not torch.cuda.is_available(),
-    )
-    kwargs.update(overrides)
-    return TrainingArguments(**kwargs)
-
-
-def two_rate_optimizer(
-    model: torch.nn.Module,
-    new_params: list[torch.nn.Parameter],
-    args: TrainingArguments,
-    new_learning_rate: float | None,
-) -> torch.optim.Optimizer | None:
-    """AdamW with ``new_learning_rate`` for parameters that start from scratch (dense, task or
-    code-token embeddings) and ``args.learning_rate`` for the rest (LoRA, which only nudges a
-    pretrained model). ``None`` (the Trainer's default optimiser) when no separate rate is set."""
-    if new_learning_rate is None:
-        return None
-    new_ids = {id(p) for p in new_params}
-    rest = [p for p in model.parameters() if p.requires_grad and id(p) not in new_ids]
-    return torch.optim.AdamW(
-        [
-            {"params": rest, "lr": args.learning_rate},
-            {"params": list(new_params), "lr": new_learning_rate},
-        ],
-        weight_decay=args.weight_decay,
-    )
 
 
 def train_dense_tokenizer(
@@ -214,3 +158,87 @@ def dense_information_gap(
 def item_texts(items: Dataset, content_attributes: list[str]) -> list[str]:
     """Content strings of every item, the input of :meth:`StoreTokenizerModel.encode_items`."""
     return [format_content(row, content_attributes) for row in items]
+
+
+def train_tokenizer_stage(
+    folder: Path,
+    *,
+    preset: Preset,
+    items: Dataset,
+    attributes: list[str],
+    trained: bool,
+    seed: int,
+    eval_items: int,
+    checkpoints: Path,
+    is_main: bool = True,
+) -> dict[str, Any]:
+    """The pipeline's tokenizer stage: post-train a dense tokenizer on a seeded sample of
+    ``items`` and save it (with its text tokenizer) to ``folder/model``.
+
+    Args:
+        trained: ``False`` for the ablations that read the pretrained backbone as it is.
+        eval_items: held-out items (at most a tenth of the catalogue) of the dense-information
+            gap measured before and after training.
+        checkpoints: the Trainer's checkpoint folder; training resumes from it.
+
+    Returns:
+        the stage summary (``stage.json``): items, held-out gaps, final loss.
+    """
+    settings = preset.tokenizer
+    if not trained:
+        model, tokenizer = build_tokenizer_model(preset, attributes)
+        model.merge_lora()  # LoRA starts as the identity (B = 0): this is the backbone
+        if is_main:
+            model.save_pretrained(folder / "model")
+            tokenizer.save_pretrained(folder / "model")
+            write_json_atomic(folder / "log_history.json", [])
+        return {"trained": False, "train_items": 0, "final_loss": None}
+    items = items.shuffle(seed=seed)
+    n_eval = min(eval_items, len(items) // 10)
+    n_train = min(settings.max_items or len(items), len(items) - n_eval)
+    train_items = items.select(range(n_train))
+    held_out = items.select(range(len(items) - n_eval, len(items)))
+    model, tokenizer = build_tokenizer_model(preset, attributes)
+    before = {}
+    if n_eval >= 2:  # the scaler must be calibrated before "before" means anything
+        calibrate_placeholder_scaler(
+            model,
+            DenseTokenizerCollator(tokenizer.pad_token_id),
+            tokenize_items(train_items, tokenizer, model.config),
+        )
+        before = dense_information_gap(model, tokenizer, held_out)
+    args = stage_training_arguments(checkpoints, settings, seed=seed)
+    resume = last_checkpoint(checkpoints)
+    trainer = train_dense_tokenizer(
+        model,
+        tokenizer,
+        train_items,
+        args,
+        resume_from_checkpoint=str(resume) if resume else None,
+        embedding_learning_rate=settings.embedding_learning_rate,
+    )
+    after = dense_information_gap(model, tokenizer, held_out) if n_eval >= 2 else {}
+    model.merge_lora()
+    log = trainer.state.log_history
+    if is_main:
+        model.save_pretrained(folder / "model")
+        tokenizer.save_pretrained(folder / "model")
+        write_json_atomic(folder / "log_history.json", log)
+    return {
+        "trained": True,
+        "train_items": n_train,
+        "eval_items": n_eval,
+        "dense_information_before": before,
+        "dense_information_after": after,
+        "final_loss": next((h["loss"] for h in reversed(log) if "loss" in h), None),
+    }
+
+
+__all__ = [
+    "build_tokenizer_model",
+    "calibrate_placeholder_scaler",
+    "dense_information_gap",
+    "item_texts",
+    "train_dense_tokenizer",
+    "train_tokenizer_stage",
+]

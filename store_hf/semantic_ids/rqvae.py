@@ -1,5 +1,9 @@
 """RQ-VAE semantic IDs (TIGER, Rajput et al. 2023, Sec. 3.1): item embedding -> 4 codes.
 
+The second way to make semantic IDs, next to STORE's PCA + k-means (:mod:`.codebook`): TIGER's
+codes for the TIGER baseline, and the ``llm-rqvae`` / ``minilm-rqvae`` ablations of the
+pipeline (:func:`store_hf.semantic_ids.fit_rqvae`).
+
 An MLP encoder maps an item's text embedding to a small latent ``z``; ``L`` residual quantisation
 levels each pick the nearest code of their own codebook for the residual left by the levels
 before (``r_0 = z``, ``c_d = argmin_j ||r_d - e^d_j||``, ``r_{d+1} = r_d - e^d_{c_d}``); an MLP
@@ -21,11 +25,13 @@ the largest group size, so codes are unique and the last position is 0 for most 
     rq = RQVAE(input_dim=384, config=RQVAEConfig(seed=0))
     codes = rq.fit(embeddings)   # (N, 4) int64, unique rows
     rq.report                    # utilisation per level, collision rate, losses, seconds
+    rq.save("runs/rqvae"); RQVAE.load("runs/rqvae")
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -34,7 +40,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..files import load_tensors_and_config, save_tensors_and_config
+
 logger = logging.getLogger(__name__)
+
+WEIGHTS_NAME = "rqvae.safetensors"
+CONFIG_NAME = "rqvae.json"
+FORMAT_VERSION = 1
 
 
 @dataclass
@@ -373,3 +385,29 @@ class RQVAE(nn.Module):
             "config": asdict(self.config),
         }
         return codes
+
+    # ---- persistence ---------------------------------------------------------------------------
+
+    def save(self, folder: str | os.PathLike) -> None:
+        """Write ``rqvae.safetensors`` (weights) and ``rqvae.json`` (input width, config, report,
+        log), atomically, with a shared fingerprint (:func:`store_hf.files.save_tensors_and_config`)."""
+        tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+        meta = {
+            "input_dim": self.input_dim,
+            "config": asdict(self.config),
+            "report": {k: v for k, v in self.report.items() if k != "config"},
+            "fit_log": self.fit_log,
+        }
+        save_tensors_and_config(folder, WEIGHTS_NAME, CONFIG_NAME, tensors, meta, FORMAT_VERSION)
+
+    @classmethod
+    def load(cls, folder: str | os.PathLike) -> RQVAE:
+        """Read a model written by :meth:`save`, in eval mode, on the CPU."""
+        state, meta = load_tensors_and_config(
+            folder, WEIGHTS_NAME, CONFIG_NAME, FORMAT_VERSION, what="RQ-VAE"
+        )
+        model = cls(int(meta["input_dim"]), RQVAEConfig(**meta["config"]))
+        model.load_state_dict(state)
+        model.report = {**meta.get("report", {}), "config": meta["config"]}
+        model.fit_log = meta.get("fit_log", [])
+        return model.eval()

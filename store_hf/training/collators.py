@@ -1,8 +1,8 @@
-"""From item rows to dense-tokenizer batches: content formatting, tokenisation, padding."""
+"""Batches of both training stages: item rows to dense-tokenizer batches (content formatting,
+tokenisation, padding), and padded instruction examples of the recommender."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -10,17 +10,11 @@ import torch
 from datasets import Dataset
 from transformers import PreTrainedTokenizerBase
 
-from .configuration_store import StoreConfig
+from ..configuration_store import StoreConfig
+from ..templates import format_content
 
-
-def format_content(row: Mapping[str, Any], attributes: Sequence[str]) -> str:
-    """The content block text, e.g. ``"title: Digital caliper; brand: Mitutoyo"``.
-
-    Empty attributes are left out. The result is never empty: an item with no content text gives
-    ``"(no text)"`` so that it still receives dense tokens.
-    """
-    parts = [f"{a}: {row[a]}" for a in attributes if row.get(a)]
-    return "; ".join(parts) if parts else "(no text)"
+#: label of the tokens that carry no loss (prompts, padding): the ignore index of cross-entropy
+IGNORE = -100
 
 
 def tokenize_items(
@@ -112,3 +106,22 @@ class DenseTokenizerCollator:
             "task_ids": torch.tensor(task_ids, dtype=torch.long),
             "labels": labels,
         }
+
+
+class RecCollator:
+    """Right-pads ``input_ids``/``labels`` into ``(B, L)`` tensors with an attention mask."""
+
+    def __init__(self, pad_token_id: int) -> None:
+        self.pad_token_id = pad_token_id
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        width = max(len(f["input_ids"]) for f in features)
+        ids = torch.full((len(features), width), self.pad_token_id, dtype=torch.long)
+        labels = torch.full((len(features), width), IGNORE, dtype=torch.long)
+        mask = torch.zeros((len(features), width), dtype=torch.long)
+        for row, f in enumerate(features):
+            n = len(f["input_ids"])
+            ids[row, :n] = torch.tensor(f["input_ids"])
+            labels[row, :n] = torch.tensor(f["labels"])
+            mask[row, :n] = 1
+        return {"input_ids": ids, "attention_mask": mask, "labels": labels}

@@ -1,0 +1,108 @@
+"""Rank a training checkpoint of a finished run on the run's own test users, and compare it user
+by user with the run's final model: did the rest of the training help?
+
+    python benchmarks/checkpoint_eval.py runs/quality-full/store-seed0 \
+        checkpoints/recommender/joint/checkpoint-796 --name "after stage 1"
+
+The checkpoint (a ``Trainer`` checkpoint of the recommender, LoRA unmerged) is ranked exactly as
+the evaluate stage ranks (the same test users drawn with the run's evaluation seed, beam size,
+bf16 where native); the paired bootstrap and McNemar test are against ``evaluate/ranks.json``.
+Writes ``--output`` (default ``benchmarks/results/checkpoint-<run>-<checkpoint>.json``) and prints
+a markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from store_hf.backbones import resolve_bf16  # noqa: E402
+from store_hf.evaluation import evaluate_recommender  # noqa: E402
+from store_hf.files import read_json, write_json_atomic  # noqa: E402
+from store_hf.metrics import bootstrap_interval, compare_systems, per_user_metric  # noqa: E402
+from store_hf.modeling_store import StoreForGenerativeRec  # noqa: E402
+from store_hf.pipeline import Pipeline, RunConfig  # noqa: E402
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("run_dir", type=Path, help="a finished store-hf run folder")
+    p.add_argument("checkpoint", type=Path, help="checkpoint folder (relative to run_dir or not)")
+    p.add_argument("--name", default=None, help="the checkpoint's row name in the table")
+    p.add_argument("--output", type=Path, default=None)
+    args = p.parse_args()
+    run_dir = args.run_dir
+    ckpt = args.checkpoint if args.checkpoint.is_dir() else run_dir / args.checkpoint
+    name = args.name or ckpt.name
+    config = read_json(run_dir / "run_config.json")["config"]
+    pipeline = Pipeline(RunConfig.from_dict({**config, "output_dir": str(run_dir)}))
+    settings = pipeline.preset.recommender
+    test = pipeline.test_users()
+
+    model = StoreForGenerativeRec.from_pretrained(ckpt)
+    if model.config.lora_active:
+        model.merge_lora()
+    if resolve_bf16(settings.eval_bf16):
+        model = model.to(torch.bfloat16)
+    ks = (1, 5, 10, 20)
+    result = evaluate_recommender(
+        model,
+        test,
+        ks=ks,
+        num_beams=max(settings.num_beams, max(ks)),
+        batch_size=settings.eval_batch_size,
+        return_ranks=True,
+    )
+    ranks = result.pop("ranks")
+    final = read_json(run_dir / "evaluate" / "ranks.json")
+    if final["user_id"] != list(test["user_id"]):
+        raise SystemExit(f"{run_dir}/evaluate/ranks.json: other test users than the run's")
+    final_ranks = np.asarray(final["ranks"]["STORE"])
+    rows = {name: ranks, "final model": final_ranks}
+    lines = [
+        "| model | R@10 [95% interval] | N@10 [95% interval] |",
+        "|---|---|---|",
+    ]
+    for label, r in rows.items():
+        cells = []
+        for metric in ("recall@10", "ndcg@10"):
+            values = per_user_metric(r, metric)
+            low, high = bootstrap_interval(values)
+            cells.append(f"{values.mean():.4f} [{low:.4f}, {high:.4f}]")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    paired = compare_systems(ranks, final_ranks, ks=(10,))
+    lines.append("")
+    lines.append(
+        f"{name} - final model: R@10 {paired['recall@10']['difference']:+.4f} "
+        f"(p = {paired['recall@10']['p_value']:.3g}, McNemar p = "
+        f"{paired['recall@10']['mcnemar_p_value']:.3g}), N@10 "
+        f"{paired['ndcg@10']['difference']:+.4f} (p = {paired['ndcg@10']['p_value']:.3g}); "
+        f"{len(test)} test users."
+    )
+    output = args.output or ROOT / "benchmarks" / "results" / (
+        f"checkpoint-{run_dir.name}-{ckpt.parent.name}-{ckpt.name}.json"
+    )
+    write_json_atomic(
+        output,
+        {
+            "run_dir": str(run_dir),
+            "checkpoint": str(ckpt),
+            "name": name,
+            "metrics": result,
+            "paired_vs_final": paired,
+            "user_id": list(test["user_id"]),
+            "ranks": ranks,
+        },
+    )
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

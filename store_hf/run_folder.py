@@ -1,0 +1,384 @@
+"""The mechanics of a run's output folder: one sub-folder per stage, published atomically.
+
+A stage writes into ``<name>.partial/`` and renames it to ``<name>/`` once everything, ending
+with ``stage.json``, is written: a killed run never leaves a folder a later stage would take for
+finished. ``stage.json`` records the size and SHA-256 of every file of the stage, and a finished
+stage is checked against them before it is used again. Computing a stage removes the later
+stages (they were computed from its old result), so a folder never mixes results of two runs.
+The folder is locked while a run works in it, and it remembers its settings and a fingerprint of
+its input data (``run_config.json``). Under ``accelerate launch`` only the main process writes;
+the others wait at the same points.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import dataclasses
+import logging
+import os
+import shutil
+import socket
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import set_seed
+
+from .files import damaged_files, file_checksums, link_or_copy, read_json, write_json_atomic
+from .run_config import RUN_FILE, RUN_FILE_HINT, PipelineError, RunConfig
+
+logger = logging.getLogger(__name__)
+
+#: the command that (re)computes a stage, for messages
+STAGE_COMMANDS = {
+    "tokenizer": "tokenizer-train",
+    "encode": "encode",
+    "codebook": "cluster",
+    "recommender": "rec-train",
+    "evaluate": "evaluate",
+    "report": "report",
+}
+LOCK_FILE = ".store-hf.lock"
+CHECKPOINTS = "checkpoints"
+#: results the report stage also copies to the top of the folder
+TOP_LEVEL_RESULTS = ("report.md", "metrics.json")
+
+
+class FolderLock:
+    """An exclusive lock on a run folder: a file holding the owner's process id and host.
+
+    A lock left by a process that no longer runs (on this host) is taken over; a live one makes
+    :meth:`acquire` raise :class:`PipelineError` naming its process.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.held = False
+
+    def acquire(self) -> None:
+        me = f"{os.getpid()} {socket.gethostname()}"
+        for _ in range(3):  # a stale lock removed by another process between two attempts
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                owner = self._owner()
+                if owner is not None:
+                    raise PipelineError(
+                        f"{self.path.parent}: in use by another store-hf run (process "
+                        f"{owner}); wait for it to finish or stop it (a lock of a process that "
+                        f"no longer runs is taken over: {self.path})"
+                    ) from None
+                logger.warning(
+                    "%s: taking over the lock of a process that no longer runs", self.path
+                )
+                self.path.unlink(missing_ok=True)
+                continue
+            with os.fdopen(fd, "w") as f:
+                f.write(me + "\n")
+            self.held = True
+            atexit.register(self.release)
+            return
+        raise PipelineError(f"{self.path}: could not take the lock")
+
+    def _owner(self) -> str | None:
+        """``"pid@host"`` of a live holder, ``None`` where the lock is stale."""
+        try:
+            pid, host = self.path.read_text().split()
+            pid = int(pid)
+        except (OSError, ValueError):
+            return None  # unreadable or half-written by a killed process
+        if host != socket.gethostname():
+            return f"{pid} on {host}"  # cannot tell whether it runs: treat as held
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:  # it runs, as another user
+            pass
+        return str(pid)
+
+    def release(self) -> None:
+        if self.held:
+            self.path.unlink(missing_ok=True)
+            self.held = False
+
+
+class RunFolder:
+    """The output folder of one :class:`RunConfig`: claims and locks it, runs, publishes and
+    checks stages.
+
+    Args:
+        config: the run; its ``output_dir`` is the folder.
+        force: redo stages even where finished (their checkpoints too), and take over a folder
+            that holds another run or was computed from other data.
+        stages: every stage in run order; computing one removes the later ones.
+        distributed_stages: stages whose body runs on every process (the others run on the
+            main process only).
+    """
+
+    def __init__(
+        self,
+        config: RunConfig,
+        force: bool = False,
+        stages: tuple[str, ...] = (),
+        distributed_stages: tuple[str, ...] = (),
+    ) -> None:
+        from accelerate import PartialState
+
+        self.config = config
+        self.out = Path(config.output_dir)
+        self.force = force
+        self.stages = stages
+        self.distributed_stages = distributed_stages
+        # cpu=True where there is no GPU: a bare PartialState() would ignore ACCELERATE_USE_CPU
+        self.state = PartialState(cpu=not torch.cuda.is_available())
+        self.lock = FolderLock(self.out / LOCK_FILE)
+        self._opened = False
+        self._depth = 0
+        self._verified: set[str] = set()
+
+    @property
+    def is_main(self) -> bool:
+        """Whether this is the process that writes (always, outside ``accelerate launch``)."""
+        return self.state.is_main_process
+
+    def stage_dir(self, name: str) -> Path:
+        return self.out / name
+
+    def checkpoints(self, name: str) -> Path:
+        """Where the training stage ``name`` keeps its Trainer checkpoints."""
+        return self.out / CHECKPOINTS / name
+
+    def is_done(self, name: str) -> bool:
+        return (self.stage_dir(name) / "stage.json").is_file()
+
+    def require(self, name: str) -> Path:
+        """The folder of the finished, undamaged stage ``name``; :class:`PipelineError` where
+        it has not finished or a file differs from what ``stage.json`` recorded."""
+        if not self.is_done(name):
+            raise PipelineError(
+                f"{self.stage_dir(name)}: stage {name!r} has not finished; run "
+                f"`store-hf {STAGE_COMMANDS.get(name, name)} {self.out}` (or `store-hf run`)"
+            )
+        self.verify(name)
+        return self.stage_dir(name)
+
+    def verify(self, name: str) -> dict[str, Any]:
+        """``stage.json`` of a finished stage, after checking its files against the recorded
+        sizes and checksums (folders of older versions, without checksums, are trusted)."""
+        redo = f"redo the stage: `store-hf {STAGE_COMMANDS.get(name, name)} {self.out} --force`"
+        summary = read_json(self.stage_dir(name) / "stage.json", hint=redo)
+        if name in self._verified or "files" not in summary:
+            return summary
+        bad = damaged_files(self.stage_dir(name), summary["files"])
+        if bad:
+            more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+            raise PipelineError(
+                f"{self.stage_dir(name) / bad[0]}{more}: damaged or missing (its size or "
+                f"checksum differs from stage.json); {redo}"
+            )
+        self._verified.add(name)
+        return summary
+
+    # -- claiming the folder
+    def open(self) -> None:
+        """Lock the folder and claim it for this run (once per instance): create it, or check
+        that it holds this run computed from the same data; write ``run_config.json``."""
+        if self._opened:
+            return
+        if self.is_main:
+            self._open()
+        self.state.wait_for_everyone()
+        self._opened = True
+
+    def close(self) -> None:
+        """Release the lock; the next :meth:`open` checks the folder again."""
+        if self.is_main:
+            self.lock.release()
+        self._opened = False
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator[None]:
+        """The folder open (locked and claimed) for the block; nested sessions share one lock,
+        the outermost releases it."""
+        self._depth += 1
+        try:
+            self.open()
+            yield
+        finally:
+            self._depth -= 1
+            if self._depth == 0:
+                self.close()
+
+    def _open(self) -> None:
+        if self.out.exists() and not self.out.is_dir():
+            raise PipelineError(f"{self.out}: exists and is not a folder")
+        try:
+            self.out.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise PipelineError(
+                f"{self.out}: cannot create the output folder: {e.strerror}"
+            ) from None
+        if not os.access(self.out, os.W_OK):
+            raise PipelineError(f"{self.out}: the output folder is not writable")
+        self.lock.acquire()
+        run_file = self.out / RUN_FILE
+        inputs = self.config.input_fingerprint()
+        if run_file.is_file():
+            saved = read_json(run_file, hint=RUN_FILE_HINT)
+            diff = self.config.differences(self.out)
+            changed = sorted(
+                p
+                for p in set(saved.get("inputs", inputs)) | set(inputs)
+                if saved.get("inputs", inputs).get(p) != inputs.get(p)
+            )
+            if diff and not self.force:
+                raise PipelineError(
+                    f"{self.out}: holds another run (settings differ: {diff}); choose a new "
+                    "--output-dir, or pass --force to redo it with these settings"
+                )
+            if changed and not self.force:
+                raise PipelineError(
+                    f"{self.out}: the input data changed since this run was computed "
+                    f"({', '.join(changed)}); choose a new --output-dir, or pass --force to "
+                    "redo the run on the new data"
+                )
+            if diff or changed:
+                self._clear(f"a new run takes the folder over ({diff or changed})")
+        elif any(p.name != LOCK_FILE for p in self.out.iterdir()) and not self.force:
+            raise PipelineError(
+                f"{self.out}: not empty and not a store-hf run folder; choose a new --output-dir"
+            )
+        write_json_atomic(
+            run_file,
+            {
+                "identity": self.config.identity(),
+                "config": dataclasses.asdict(self.config),
+                "inputs": inputs,
+            },
+        )
+
+    def _clear(self, why: str) -> None:
+        """Remove every stage, partial stage, checkpoint and top-level result."""
+        logger.warning("%s: removing its stages: %s", self.out, why)
+        for name in self.stages:
+            self._remove_stage(name, checkpoints=True)
+
+    def _remove_stage(self, name: str, checkpoints: bool) -> None:
+        for path in (self.stage_dir(name), self.out / f"{name}.partial"):
+            shutil.rmtree(path, ignore_errors=True)
+        if checkpoints:
+            shutil.rmtree(self.checkpoints(name), ignore_errors=True)
+        if name == "report":
+            for result in TOP_LEVEL_RESULTS:
+                (self.out / result).unlink(missing_ok=True)
+        self._verified.discard(name)
+
+    def _invalidate_after(self, name: str) -> None:
+        """Remove the stages after ``name`` (and their checkpoints): they were computed from
+        the result ``name`` is about to replace."""
+        if name not in self.stages:
+            return
+        later = self.stages[self.stages.index(name) + 1 :]
+        stale = [s for s in later if self.stage_dir(s).exists() or self.checkpoints(s).exists()]
+        if stale:
+            logger.info(
+                "stage %s: removing the later stages %s (computed from its old result)", name, stale
+            )
+        for s in stale:
+            self._remove_stage(s, checkpoints=True)
+
+    def reuse(self, source: str | os.PathLike, stages: tuple[str, ...]) -> list[str]:
+        """Take the finished ``stages`` (in order, stopping at the first unfinished one) from the
+        run folder ``source``, whose settings may differ from this run's in ``recommender``
+        alone; returns the names taken.
+
+        Files are hard-linked where the file system allows (no extra disk; stages are never
+        modified in place), else copied, and each stage is published atomically like a computed
+        one. Stages this run has already finished are kept.
+        """
+        source = Path(source)
+        diff = self.config.differences(source)
+        if diff is None:
+            raise PipelineError(f"{source}: not a store-hf run folder (no {RUN_FILE})")
+        diff = [k for k in diff if k != "recommender"]
+        if diff:
+            raise PipelineError(
+                f"{source}: its stages cannot be reused here, the runs differ in {diff} "
+                "(only 'recommender' settings may differ)"
+            )
+        inputs = read_json(source / RUN_FILE, hint=RUN_FILE_HINT).get("inputs")
+        if inputs is not None and inputs != self.config.input_fingerprint():
+            raise PipelineError(f"{source}: its stages were computed from other input data")
+        self.open()
+        taken = []
+        for name in stages:
+            if not (source / name / "stage.json").is_file():
+                break  # a later stage depends on this one: take no more
+            if self.is_done(name):
+                continue
+            if self.is_main:
+                partial = self.out / f"{name}.partial"
+                shutil.rmtree(partial, ignore_errors=True)
+                shutil.copytree(source / name, partial, copy_function=link_or_copy)
+                os.replace(partial, self.stage_dir(name))
+                self.verify(name)
+                logger.info("stage %s: taken from %s", name, source / name)
+            taken.append(name)
+        self.state.wait_for_everyone()
+        return taken
+
+    # -- running a stage
+    def run_stage(self, name: str, body: Callable[[Path], dict[str, Any]]) -> Path:
+        """Run ``body(partial_dir) -> summary`` unless the stage is done; publish atomically.
+
+        The summary, with the stage's name, wall time and the checksums of its files, becomes
+        ``stage.json``. Before the body runs, the later stages are removed, and with ``force``
+        this stage's checkpoints too (it trains from the start).
+        """
+        self.open()
+        final = self.stage_dir(name)
+        done = self.is_done(name) and not self.force
+        self.state.wait_for_everyone()  # every process decides on the same folder state
+        if done:
+            if self.is_main:
+                self.verify(name)
+            logger.info("stage %s: already done (%s), skipping", name, final)
+            return final
+        partial = self.out / f"{name}.partial"
+        if self.is_main:
+            self._invalidate_after(name)
+            if self.force:
+                shutil.rmtree(self.checkpoints(name), ignore_errors=True)
+            shutil.rmtree(partial, ignore_errors=True)
+            partial.mkdir(parents=True)
+        self.state.wait_for_everyone()
+        start = time.time()
+        logger.info("stage %s: started", name)
+        # every stage seeds itself from the run seed before it builds a model, injects LoRA or
+        # initialises new rows: a stage computes the same whether the run was interrupted
+        # before it or not
+        set_seed(self.config.seed)
+        summary = body(partial) if name in self.distributed_stages or self.is_main else {}
+        self.state.wait_for_everyone()
+        if self.is_main:
+            summary = {
+                "stage": name,
+                "seconds": round(time.time() - start, 1),
+                **summary,
+                "files": file_checksums(partial, exclude=("stage.json",)),
+            }
+            write_json_atomic(partial / "stage.json", summary)
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(partial, final)
+            self._verified.add(name)
+            logger.info("stage %s: done in %.1f s", name, summary["seconds"])
+        self.state.wait_for_everyone()
+        return final
+
+
+__all__ = ["CHECKPOINTS", "LOCK_FILE", "STAGE_COMMANDS", "FolderLock", "RunFolder"]

@@ -1,0 +1,424 @@
+"""Instruction tuning of the generative recommender (paper section 3.3), and the pipeline's
+recommender stage.
+
+Stage 1 trains the recommendation task ("history codes -> next item codes") jointly with the
+text-code alignment task ("item text -> item codes") and, optionally, the yes/no scoring task;
+stage 2 trains recommendation alone, early-stopped on the validation split. Both stages run on
+``Trainer``, so Accelerate, gradient accumulation, bf16 and checkpoints come for free.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import shutil
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from datasets import Dataset, concatenate_datasets
+from transformers import (
+    EarlyStoppingCallback,
+    PreTrainedTokenizerBase,
+    Trainer,
+    TrainerCallback,
+    TrainingArguments,
+)
+
+from ..data import EVAL_SEED, sample_users
+from ..evaluation import evaluate_recommender
+from ..files import write_json_atomic
+from ..modeling_store import StoreForGenerativeRec
+from ..presets import RecStageSettings
+from .arguments import stage_training_arguments, two_rate_optimizer
+from .checkpoints import last_checkpoint
+from .collators import RecCollator
+from .instructions import RecInstructionData
+
+logger = logging.getLogger(__name__)
+
+
+class RecTrainer(Trainer):
+    """``Trainer`` whose evaluation also ranks the validation users (``eval_ndcg@10`` ...) when
+    ``ranking_split`` is set, so early stopping can follow ranking quality."""
+
+    def __init__(
+        self,
+        *args,
+        ranking_split: Dataset | None = None,
+        num_beams: int = 20,
+        eval_batch: int = 16,
+        **kwargs,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.ranking_split = ranking_split
+        self.num_beams = num_beams
+        self.eval_batch = eval_batch
+
+    def evaluation_loop(self, *args, **kwargs):
+        # extend the loop's metrics (not evaluate()'s result) so that callbacks such as early
+        # stopping, and best-model tracking, see the ranking metrics too
+        output = super().evaluation_loop(*args, **kwargs)
+        if self.ranking_split is not None:
+            prefix = kwargs.get("metric_key_prefix", args[3] if len(args) > 3 else "eval")
+            # Trainer autocasts its own loss evaluation only: beam search needs it too
+            precision = torch.autocast(
+                self.args.device.type, dtype=torch.bfloat16, enabled=self.args.bf16
+            )
+            with precision:
+                ranking = self._rank_validation()
+            output.metrics.update({f"{prefix}_{k}": v for k, v in ranking.items() if "@" in k})
+        return output
+
+    def _rank_validation(self) -> dict:
+        return evaluate_recommender(
+            self.model,
+            self.ranking_split,
+            ks=(10,),
+            num_beams=max(10, self.num_beams),
+            batch_size=self.eval_batch,
+            show_progress=False,
+        )
+
+
+def _stage_args(
+    output_dir: Path, settings: RecStageSettings, seed: int, epochs: float, **overrides
+) -> TrainingArguments:
+    sampling = "group_by_length" if settings.group_by_length else "random"
+    return stage_training_arguments(
+        output_dir,
+        replace(settings, num_epochs=epochs),
+        seed=seed,
+        train_sampling_strategy=sampling,
+        **overrides,
+    )
+
+
+def _trainer(
+    model: StoreForGenerativeRec,
+    args: TrainingArguments,
+    train: Dataset,
+    valid: Dataset,
+    settings: RecStageSettings,
+    ranking_split: Dataset | None,
+    callbacks: list[TrainerCallback] | None = None,
+) -> RecTrainer:
+    """A stage's trainer: code-token rows at ``settings.code_learning_rate``, validation loss on
+    ``valid`` (none where it is empty) and, with ``ranking_split``, ranking metrics."""
+    code_params = [p for n, p in model.named_parameters() if n.endswith("code_weight")]
+    return RecTrainer(
+        model=model,
+        args=args,
+        train_dataset=train,
+        eval_dataset=valid if len(valid) else None,
+        data_collator=RecCollator(model._pad_id()),
+        optimizers=(
+            two_rate_optimizer(model, code_params, args, settings.code_learning_rate),
+            None,
+        ),
+        callbacks=callbacks,
+        ranking_split=ranking_split,
+        num_beams=settings.num_beams,
+        eval_batch=settings.eval_batch_size,
+    )
+
+
+def evaluation_steps(num_examples: int, settings: RecStageSettings, epochs: float) -> int:
+    """Optimiser steps between two validations of stage 2.
+
+    ``settings.evals_per_epoch`` evaluations per epoch, but at least ``settings.patience + 1``
+    over the whole stage: with fewer, early stopping could never stop the stage and the best
+    checkpoint would always be the last one. ``settings.eval_steps``, where set, wins.
+    """
+    if settings.eval_steps:
+        return settings.eval_steps
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    per_step = max(1, settings.batch_size // (settings.per_device_batch_size * world))
+    per_step *= settings.per_device_batch_size * world  # examples per optimiser step
+    steps_per_epoch = max(1, math.ceil(num_examples / per_step))
+    total = settings.max_steps if settings.max_steps > 0 else math.ceil(steps_per_epoch * epochs)
+    interval = max(1, steps_per_epoch // max(1, settings.evals_per_epoch))
+    return max(1, min(interval, total // (settings.patience + 1)))
+
+
+def train_recommender(
+    model: StoreForGenerativeRec,
+    tokenizer: PreTrainedTokenizerBase,
+    splits,
+    items: Dataset,
+    content_attributes: list[str],
+    settings: RecStageSettings,
+    output_dir: str | os.PathLike,
+    seed: int = 0,
+    resume_from_checkpoint: bool | str | None = None,
+    impressions: Dataset | None = None,
+    eval_seed: int = EVAL_SEED,
+) -> dict[str, Any]:
+    """Both instruction-tuning stages; the model is left with the best stage-2 weights.
+
+    Args:
+        splits: leave-one-out splits (``train``/``validation``), e.g. from ``leave_one_out``.
+        items: the item table (alignment task); ``content_attributes`` as the tokenizer's.
+        settings: the preset's :class:`RecStageSettings`.
+        impressions: training impressions of a click log (MIND), for the scoring task; without
+            them the scoring task uses ``settings.scoring_negatives`` sampled negatives per row.
+        seed: training seed (which training users, shuffles, dropout); ``eval_seed``: which
+            validation users (fixed across training seeds).
+
+    Returns:
+        ``{"joint_log", "rec_log", "best_metric", "stopped_at_step", "seconds"}``.
+    """
+    output_dir = Path(output_dir)
+    data = RecInstructionData(model, tokenizer)
+    train_rows = sample_users(splits["train"], settings.max_train_users, seed)
+    valid_rows = sample_users(splits["validation"], settings.max_eval_users, eval_seed)
+    train_users = set(train_rows["user_id"])
+    if settings.layout not in ("packed", "per-prefix"):
+        raise ValueError(f"layout must be 'packed' or 'per-prefix', got {settings.layout!r}")
+    if settings.layout == "packed":
+        rec_train = data.packed(train_rows, settings.packing_stride)
+    else:
+        rec_train = data.recommendation(train_rows)
+    # validation loss does not depend on the order: sorted, its batches carry little padding
+    rec_valid = data.recommendation(valid_rows).sort("length")
+    joint = [rec_train]
+    if settings.alignment:
+        if settings.alignment_items == "all":
+            aligned = items
+        else:  # the items the training users interacted with
+            seen = {i for h in train_rows["history"] for i in h} | set(train_rows["target"])
+            aligned = items.filter(lambda i: i in seen, input_columns="item_id")
+        if settings.alignment_max_items and len(aligned) > settings.alignment_max_items:
+            aligned = aligned.shuffle(seed=seed).select(range(settings.alignment_max_items))
+        joint.append(data.alignment(aligned, content_attributes, settings.alignment_max_length))
+    if impressions is not None:  # click logs: the scoring task learns from real impressions
+        joint.append(data.scoring(data.logged_impressions(impressions)))
+    elif settings.scoring_negatives > 0:
+        sampled = data.sampled_impressions(train_rows, settings.scoring_negatives, seed)
+        joint.append(data.scoring(sampled))
+    joint_ds = concatenate_datasets(joint).shuffle(seed=seed)
+    logger.info(
+        "recommender data: %d users, %d recommendation, %d joint examples, %d validation rows",
+        len(train_users),
+        len(rec_train),
+        len(joint_ds),
+        len(rec_valid),
+    )
+    start = time.time()
+
+    by_ndcg = settings.early_stopping_metric != "loss"
+    # stage 1 validates at the cadence of stage 2 (no early stopping): the learning curves of
+    # both stages show whether more training would help
+    joint_eval = evaluation_steps(len(joint_ds), settings, settings.joint_epochs)
+    joint_args = _stage_args(
+        output_dir / "joint",
+        settings,
+        seed,
+        settings.joint_epochs,
+        eval_strategy="steps" if len(rec_valid) else "no",
+        eval_steps=joint_eval,
+    )
+    joint_trainer = _trainer(
+        model, joint_args, joint_ds, rec_valid, settings, valid_rows if by_ndcg else None
+    )
+    joint_trainer.train(
+        resume_from_checkpoint=_resume(output_dir / "joint", resume_from_checkpoint)
+    )
+
+    metric = "eval_ndcg@10" if by_ndcg else "eval_loss"
+    eval_steps = evaluation_steps(len(rec_train), settings, settings.num_epochs)
+    rec_args = _stage_args(
+        output_dir / "rec",
+        settings,
+        seed,
+        settings.num_epochs,
+        eval_strategy="steps",
+        eval_steps=eval_steps,
+        save_strategy="steps",
+        save_steps=eval_steps,
+        load_best_model_at_end=True,
+        metric_for_best_model=metric,
+        greater_is_better=by_ndcg,
+        save_total_limit=2,
+    )
+    rec_trainer = _trainer(
+        model,
+        rec_args,
+        rec_train,
+        rec_valid,
+        settings,
+        valid_rows if by_ndcg else None,
+        callbacks=[EarlyStoppingCallback(early_stopping_patience=settings.patience)],
+    )
+    # stage 2 restarts the learning-rate schedule (warmup to the peak again) and can leave the
+    # model worse than stage 1 did: stage 1's last validation competes for the best model
+    last = next((h for h in reversed(joint_trainer.state.log_history) if metric in h), None)
+    if last is not None and last.get("step") == joint_trainer.state.global_step:
+        stage1_metric = last[metric]
+    else:  # stage 1 did not validate its final weights
+        stage1_metric = rec_trainer.evaluate().get(metric) if len(rec_valid) else None
+    stage1_weights = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    rec_trainer.train(resume_from_checkpoint=_resume(output_dir / "rec", resume_from_checkpoint))
+    stage2_kept = keep_better_stage(
+        model, stage1_weights, stage1_metric, rec_trainer.state.best_metric, by_ndcg
+    )
+    return {
+        "joint_log": joint_trainer.state.log_history,
+        "rec_log": rec_trainer.state.log_history,
+        "stage1_metric": stage1_metric,
+        "stage2_kept": stage2_kept,
+        "best_metric": rec_trainer.state.best_metric,
+        "metric_for_best_model": metric,
+        "stopped_at_step": rec_trainer.state.global_step,
+        "max_steps": rec_trainer.state.max_steps,
+        "eval_steps": eval_steps,
+        "best_checkpoint": rec_trainer.state.best_model_checkpoint,
+        "seconds": round(time.time() - start, 1),
+        "num_train_users": len(train_users),
+        "num_examples": {"joint": len(joint_ds), "recommendation": len(rec_train)},
+        "num_tokens": {
+            "joint": sum(joint_ds["length"]),
+            "recommendation": sum(rec_train["length"]),
+        },
+        "layout": settings.layout,
+    }
+
+
+@torch.no_grad()
+def keep_better_stage(
+    model: torch.nn.Module,
+    stage1_weights: dict[str, torch.Tensor],
+    stage1_metric: float | None,
+    stage2_metric: float | None,
+    greater_is_better: bool,
+) -> bool:
+    """Whether stage 2's best model beat stage 1's last one on the validation metric; where it
+    did not, the trainable weights go back to ``stage1_weights`` (a tie keeps stage 1, the
+    shorter training). Without both metrics stage 2's model is kept."""
+    if stage1_metric is None or stage2_metric is None:
+        return True
+    better = stage2_metric > stage1_metric if greater_is_better else stage2_metric < stage1_metric
+    if not better:
+        logger.info(
+            "stage 2's best validation %.4f did not beat stage 1's %.4f: keeping stage 1's model",
+            stage2_metric,
+            stage1_metric,
+        )
+        params = dict(model.named_parameters())
+        for name, value in stage1_weights.items():
+            params[name].copy_(value)
+    return better
+
+
+def train_recommender_stage(
+    folder: Path,
+    *,
+    tokenizer_dir: Path,
+    item_ids: list[str],
+    codes: np.ndarray,
+    codebook_size: int,
+    dense: torch.Tensor | None,
+    splits,
+    items: Dataset,
+    settings: RecStageSettings,
+    checkpoints: Path,
+    seed: int,
+    eval_seed: int,
+    impressions: Dataset | None = None,
+    codebook_dir: Path | None = None,
+    is_main: bool = True,
+) -> dict[str, Any]:
+    """The pipeline's recommender stage: build the recommender from the trained tokenizer and
+    the catalogue's codes, train both stages, save the best model to ``folder/model``.
+
+    Args:
+        tokenizer_dir: the tokenizer stage's ``model`` folder.
+        item_ids / codes: the catalogue, ``(num_items, v)`` codes with ``codebook_size`` values
+            per position.
+        dense: ``(num_items, v, hidden)`` dense tokens where code rows start from them
+            (``settings.code_init == "dense"``), else ``None`` (default initialisation).
+        codebook_dir: a fitted codebook folder, copied into the model so that it can code new
+            items.
+
+    Returns:
+        the stage summary (``stage.json``).
+    """
+    from transformers import AutoTokenizer
+
+    from ..modeling_store import StoreTokenizerModel
+    from ..semantic_ids import code_embeddings_from_dense
+    from ..templates import packed_templates
+
+    tok_model = StoreTokenizerModel.from_pretrained(tokenizer_dir)
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    code_rows = None
+    if dense is not None:
+        code_rows = code_embeddings_from_dense(
+            tok_model, dense, torch.as_tensor(codes), codebook_size
+        )
+    rec = StoreForGenerativeRec.from_tokenizer_model(
+        tok_model,
+        tokenizer,
+        item_ids,
+        codes,
+        codebook_size=codebook_size,
+        code_embeddings=code_rows,
+        lora_r=settings.lora_r,
+        lora_alpha=settings.lora_alpha,
+        lora_dropout=settings.lora_dropout,
+        max_history=settings.max_history,
+        # packed training: no text between the history and the next item
+        **(
+            {"templates": packed_templates(tok_model.config.templates)}
+            if settings.layout == "packed"
+            else {}
+        ),
+    )
+    rec.add_lora()
+    result = train_recommender(
+        rec,
+        tokenizer,
+        splits,
+        items,
+        rec.config.content_attributes,
+        settings,
+        checkpoints,
+        seed=seed,
+        resume_from_checkpoint=True,
+        impressions=impressions,
+        eval_seed=eval_seed,
+    )
+    rec.merge_lora()
+    if is_main:
+        model_dir = folder / "model"
+        rec.save_pretrained(model_dir)
+        tokenizer.save_pretrained(model_dir)
+        if codebook_dir is not None:
+            shutil.copytree(codebook_dir, model_dir / "codebook")
+        logs = {"joint": result["joint_log"], "rec": result["rec_log"]}
+        write_json_atomic(folder / "log_history.json", logs)
+    return {k: v for k, v in result.items() if not k.endswith("_log")}
+
+
+def _resume(stage_dir: Path, resume: bool | str | None) -> str | None:
+    """Resume a stage only where it left a complete checkpoint (a finished stage 1 has one
+    too); an explicit checkpoint path is used as given."""
+    if not resume:
+        return None
+    if isinstance(resume, str):
+        return resume
+    found = last_checkpoint(stage_dir)
+    return str(found) if found else None
+
+
+__all__ = [
+    "RecTrainer",
+    "evaluation_steps",
+    "keep_better_stage",
+    "train_recommender",
+    "train_recommender_stage",
+]
