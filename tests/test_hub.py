@@ -398,23 +398,10 @@ def test_check_model_folder_accepts_sharded_weights(tmp_path):
 # --------------------------------------------------------------------------- the usage snippet runs
 @pytest.fixture(scope="module")
 def recommender_folder(tmp_path_factory) -> Path:
-    """A saved recommender on a tiny random backbone (about 10 s)."""
-    import torch
+    """A saved recommender of 40 items on a tiny random backbone (seconds)."""
+    from tiny import save_tiny_recommender
 
-    from store_hf.modeling_store import StoreForGenerativeRec, StoreTokenizerModel
-
-    torch.manual_seed(0)
-    tok_model, tok = StoreTokenizerModel.from_backbone(
-        "tiny-opt", content_attributes=["title"], num_dense_tokens=3, codebook_size=16
-    )
-    codes = torch.stack([torch.arange(40) // 16, torch.arange(40) % 16, torch.arange(40) % 7], 1)
-    rec = StoreForGenerativeRec.from_tokenizer_model(
-        tok_model, tok, [f"i{j}" for j in range(40)], codes
-    )
-    folder = tmp_path_factory.mktemp("rec") / "model"
-    rec.save_pretrained(folder)
-    tok.save_pretrained(folder)
-    return folder
+    return save_tiny_recommender(tmp_path_factory.mktemp("rec") / "model")
 
 
 RUN_SNIPPET = """

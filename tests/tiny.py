@@ -83,3 +83,21 @@ def random_batch(
         "task_ids": task_ids,
         "labels": labels,
     }
+
+
+def save_tiny_recommender(folder, num_items: int = 40):
+    """Save a recommender of ``num_items`` items ``i0``, ``i1``, ... (v 3, k 16) on a tiny random
+    OPT with SmolLM2's tokenizer into ``folder``; returns the folder (seconds)."""
+    from store_hf.modeling_store import StoreForGenerativeRec, StoreTokenizerModel
+
+    torch.manual_seed(0)
+    tok_model, tok = StoreTokenizerModel.from_backbone(
+        "tiny-opt", content_attributes=["title"], num_dense_tokens=3, codebook_size=16
+    )
+    j = torch.arange(num_items)
+    codes = torch.stack([j // 16, j % 16, j % 7], 1)
+    ids = [f"i{n}" for n in range(num_items)]
+    rec = StoreForGenerativeRec.from_tokenizer_model(tok_model, tok, ids, codes)
+    rec.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
