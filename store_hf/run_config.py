@@ -176,9 +176,13 @@ class RunConfig:
         run_file = Path(folder) / RUN_FILE
         if not run_file.is_file():
             return None
-        saved = read_json(run_file, hint=RUN_FILE_HINT).get("identity", {})
-        mine = self.identity()
-        return sorted(k for k in set(saved) | set(mine) if saved.get(k) != mine.get(k))
+        return self.differences_from(read_json(run_file, hint=RUN_FILE_HINT))
+
+    def differences_from(self, saved: dict[str, Any]) -> list[str]:
+        """Names of the settings in which the run of a read ``run_config.json`` (``saved``)
+        differs from this one (``[]``: the same run)."""
+        theirs, mine = saved.get("identity", {}), self.identity()
+        return sorted(k for k in set(theirs) | set(mine) if theirs.get(k) != mine.get(k))
 
     def load_dataset(self) -> RecDataset:
         return load_dataset_or_embedded(

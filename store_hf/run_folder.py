@@ -138,6 +138,7 @@ class RunFolder:
         self.lock = FolderLock(self.out / LOCK_FILE)
         self._opened = False
         self._depth = 0
+        self._inputs: dict[str, str] | None = None
         self._verified: set[str] = set()
 
     @property
@@ -184,6 +185,12 @@ class RunFolder:
         return summary
 
     # -- claiming the folder
+    def inputs(self) -> dict[str, str]:
+        """The run's input fingerprint (:meth:`RunConfig.input_fingerprint`), hashed once."""
+        if self._inputs is None:
+            self._inputs = self.config.input_fingerprint()
+        return self._inputs
+
     def open(self) -> None:
         """Lock the folder and claim it for this run (once per instance): create it, or check
         that it holds this run computed from the same data; write ``run_config.json``."""
@@ -226,10 +233,10 @@ class RunFolder:
             raise PipelineError(f"{self.out}: the output folder is not writable")
         self.lock.acquire()
         run_file = self.out / RUN_FILE
-        inputs = self.config.input_fingerprint()
+        inputs = self.inputs()
         if run_file.is_file():
             saved = read_json(run_file, hint=RUN_FILE_HINT)
-            diff = self.config.differences(self.out)
+            diff = self.config.differences_from(saved)
             changed = sorted(
                 p
                 for p in set(saved.get("inputs", inputs)) | set(inputs)
@@ -301,17 +308,17 @@ class RunFolder:
         one. Stages this run has already finished are kept.
         """
         source = Path(source)
-        diff = self.config.differences(source)
-        if diff is None:
+        if not (source / RUN_FILE).is_file():
             raise PipelineError(f"{source}: not a store-hf run folder (no {RUN_FILE})")
-        diff = [k for k in diff if k != "recommender"]
+        saved = read_json(source / RUN_FILE, hint=RUN_FILE_HINT)
+        diff = [k for k in self.config.differences_from(saved) if k != "recommender"]
         if diff:
             raise PipelineError(
                 f"{source}: its stages cannot be reused here, the runs differ in {diff} "
                 "(only 'recommender' settings may differ)"
             )
-        inputs = read_json(source / RUN_FILE, hint=RUN_FILE_HINT).get("inputs")
-        if inputs is not None and inputs != self.config.input_fingerprint():
+        inputs = saved.get("inputs")
+        if inputs is not None and inputs != self.inputs():
             raise PipelineError(f"{source}: its stages were computed from other input data")
         self.open()
         taken = []
