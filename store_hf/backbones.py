@@ -135,7 +135,13 @@ def tiny_backbone_config(
 
 
 def load_tokenizer(name_or_path: str | os.PathLike) -> PreTrainedTokenizerBase:
-    """The tokenizer of a backbone (for ``tiny-*`` backbones: SmolLM2's, from the offline GGUF)."""
+    """The tokenizer of a backbone or of a saved STORE folder (for ``tiny-*`` backbones:
+    SmolLM2's, from the offline GGUF)."""
+    from . import _register_auto_classes
+
+    # a STORE folder's config.json says ``model_type: store``: unregistered, AutoTokenizer would
+    # ask on the terminal whether to run the folder's code
+    _register_auto_classes()
     name = str(name_or_path)
     if name in TINY_BACKBONES:
         name = "smollm2-135m"

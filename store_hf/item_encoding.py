@@ -96,13 +96,12 @@ def encode_stage(
         bf16 = False
         embeddings = torch.from_numpy(encode_texts(sentence_texts(items)))
     else:
-        from transformers import AutoTokenizer
-
+        from .backbones import load_tokenizer
         from .modeling_store import StoreTokenizerModel
         from .training import item_texts
 
         model = StoreTokenizerModel.from_pretrained(tokenizer_dir)
-        tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+        tokenizer = load_tokenizer(tokenizer_dir)
         embeddings = encode_items(
             model,
             item_texts(items, model.config.content_attributes),

@@ -444,6 +444,27 @@ def test_usage_snippet_runs_against_a_saved_folder(recommender_folder, tmp_path)
     assert str(out["recommend"]) in proc.stdout  # the snippet prints the ids
 
 
+def test_the_package_loads_a_saved_tokenizer_without_asking_to_trust_code(recommender_folder):
+    # store_hf imported before transformers (as by the CLI): its Auto classes are not registered
+    # by the import, yet the stages load saved STORE folders' tokenizers without a prompt
+    code = (
+        "import sys; from store_hf.backbones import load_tokenizer; "
+        f"t = load_tokenizer({str(recommender_folder)!r}); print(type(t).__name__, len(t))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    said = proc.stdout + proc.stderr  # the prompt is input()'s, on stdout
+    assert "custom code" not in said and "trust_remote_code" not in said, said
+    assert "Tokenizer" in proc.stdout
+
+
 # --------------------------------------------------------------------------- Accelerate configs
 def test_accelerate_configs_exist():
     names = {p.name for p in ACCELERATE_CONFIGS}

@@ -347,14 +347,13 @@ def train_recommender_stage(
     Returns:
         the stage summary (``stage.json``).
     """
-    from transformers import AutoTokenizer
-
+    from ..backbones import load_tokenizer
     from ..modeling_store import StoreTokenizerModel
     from ..semantic_ids import code_embeddings_from_dense
     from ..templates import packed_templates
 
     tok_model = StoreTokenizerModel.from_pretrained(tokenizer_dir)
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    tokenizer = load_tokenizer(tokenizer_dir)
     code_rows = None
     if dense is not None:
         code_rows = code_embeddings_from_dense(
