@@ -95,12 +95,9 @@ def _describe(args: argparse.Namespace) -> int:
 def _build_config(values: dict[str, Any], source: str) -> RunConfig:
     """A checked :class:`RunConfig` from ``values``; every problem is a PipelineError that
     names ``source`` and the field, raised before anything is written."""
-    from .run_config import PipelineError, RunConfig
+    from .run_config import RunConfig
 
-    try:
-        return RunConfig.from_dict(values, source=source)
-    except TypeError as e:  # a dataclass that refuses a value: still one line, with the source
-        raise PipelineError(f"{source}: {e}") from None
+    return RunConfig.from_dict(values, source=source)
 
 
 # ---------------------------------------------------------------------------- pipeline
@@ -141,24 +138,9 @@ def _run_config_from_args(args: argparse.Namespace) -> RunConfig:
 
 
 def _run_folder_config(folder: Path) -> RunConfig:
-    """The RunConfig saved in the run folder ``folder``, acting on ``folder`` itself.
+    from .run_config import RunConfig
 
-    The saved ``output_dir`` is the folder as the run was started: relative to the directory it
-    was started from, and another folder altogether once the run folder is copied or moved
-    (``cp -a runs/ref runs/c; store-hf report runs/c`` must not write into runs/ref). The
-    folder named on the command line is the run; ``output_dir`` is not part of its identity.
-    """
-    from .files import read_json
-    from .run_config import RUN_FILE, RUN_FILE_HINT, PipelineError
-
-    run_file = folder / RUN_FILE
-    if not run_file.is_file():
-        raise PipelineError(f"{folder}: no {RUN_FILE}; start with store-hf run")
-    saved = read_json(run_file, hint=RUN_FILE_HINT)
-    values = saved.get("config") if isinstance(saved, dict) else None
-    if not isinstance(values, dict):
-        raise PipelineError(f"{run_file}: no 'config' mapping; not written by store-hf run")
-    return _build_config({**values, "output_dir": str(folder)}, source=str(run_file))
+    return RunConfig.from_run_folder(folder)
 
 
 def _print_table(out_dir: Path) -> None:
@@ -194,21 +176,11 @@ def _stage(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------- a trained model
-def _model_folder(path: str | Path) -> Path:
-    """A model folder, or the recommender model inside a run's output folder."""
-    path = Path(path)
-    inner = path / "recommender" / "model"
-    if inner.is_dir():
-        return inner
-    if not (path / "config.json").is_file():
-        raise FileNotFoundError(f"{path}: not a model folder nor a store-hf run folder")
-    return path
-
-
 def _load_rec(path: str | Path) -> StoreForGenerativeRec:
     from .modeling_store import StoreForGenerativeRec
+    from .run_folder import model_folder
 
-    return StoreForGenerativeRec.from_pretrained(_model_folder(path))
+    return StoreForGenerativeRec.from_pretrained(model_folder(path))
 
 
 def _finite(score: float) -> float | None:
@@ -245,16 +217,45 @@ def _score(args: argparse.Namespace) -> int:
 
 
 def _push(args: argparse.Namespace) -> int:
-    from .hub import push_to_hub
+    import tempfile
+
+    from .hub import push_space, push_to_hub
+    from .run_folder import model_folder
 
     card = Path(args.folder) / "report" / "README.md"  # a run folder's model card
     url = push_to_hub(
-        _model_folder(args.folder),
+        model_folder(args.folder),
         args.repo_id,
         private=args.private,
         model_card=card if card.is_file() else None,
+        space_id=args.space,
     )
     print(url)
+    if args.space:  # the model is on the Hub now: the Space loads it from there
+        from .space import write_space
+
+        with tempfile.TemporaryDirectory(prefix="store-hf-space-") as tmp:
+            space = write_space(args.folder, Path(tmp) / "space", model_id=args.repo_id)
+            print(push_space(space, args.space, private=args.private))
+    return 0
+
+
+def _app(args: argparse.Namespace) -> int:
+    try:
+        import gradio  # noqa: F401
+    except ImportError:
+        raise RuntimeError(
+            "the app needs Gradio: pip install 'store-hf[app]' (or pip install gradio)"
+        ) from None
+    from . import space
+
+    if args.write_space:
+        print(space.write_space(args.path, args.write_space, model_id=args.model_id))
+        return 0
+    from .app import launch
+
+    page = space.page(args.path)  # a path that does not load is a page that says why
+    launch(page, host=args.host, port=args.port, share=args.share)
     return 0
 
 
@@ -330,7 +331,34 @@ def build_parser() -> argparse.ArgumentParser:
     push.add_argument("folder", help="a recommender model folder or a run folder")
     push.add_argument("--repo-id", required=True, help="org/name")
     push.add_argument("--private", action="store_true")
+    push.add_argument(
+        "--space",
+        metavar="ORG/NAME",
+        help="also upload the browser app as a Gradio Space that loads the pushed model",
+    )
     push.set_defaults(func=_push)
+
+    app = sub.add_parser(
+        "app",
+        help="try a trained model in the browser (Gradio: pip install 'store-hf[app]')",
+        description="Serve a page where you build a history by title and see the model's "
+        "recommendations, scores and semantic IDs (docs/app.md).",
+    )
+    app.add_argument("path", help="a run folder or a recommender model folder")
+    app.add_argument("--host", default="127.0.0.1", help="0.0.0.0 to serve other machines")
+    app.add_argument("--port", type=int, default=7860)
+    app.add_argument("--share", action="store_true", help="a public gradio.live link")
+    app.add_argument(
+        "--write-space",
+        metavar="DIR",
+        help="write the page as a Hugging Face Space folder instead of serving it",
+    )
+    app.add_argument(
+        "--model-id",
+        metavar="ORG/NAME",
+        help="with --write-space: the Hub model the Space loads (default: a copy in the Space)",
+    )
+    app.set_defaults(func=_app)
     return parser
 
 

@@ -394,6 +394,7 @@ def push_to_hub(
     commit_message: str = "Upload STORE recommender",
     api: Any = None,
     model_card: str | os.PathLike | None = None,
+    space_id: str | None = None,
 ) -> str:
     """Upload a model folder to a Hub model repository (created if needed).
 
@@ -410,6 +411,8 @@ def push_to_hub(
         model_card: a card to upload as the repository's ``README.md`` instead of the folder's
             own (a run's card is ``report/README.md``: the report stage never writes into the
             finished recommender stage).
+        space_id: a Space that serves this model (:func:`push_space`): the uploaded card
+            gains a "Try it" section that links to it.
 
     Returns:
         The URL of the upload commit (the repository URL if the API returns none).
@@ -420,19 +423,62 @@ def push_to_hub(
         ConnectionError: the Hub could not be reached ("could not reach the Hugging Face
             Hub: ...", whatever HTTP client huggingface_hub uses).
     """
-    import huggingface_hub
-
     folder = check_model_folder(folder)
+    if model_card is None and space_id is not None and (folder / "README.md").is_file():
+        model_card = folder / "README.md"
     if model_card is not None:
-        return _push_with_card(
-            folder, Path(model_card), repo_id, token, private, commit_message, api
-        )
+        card = Path(model_card)
+        if not card.is_file():
+            raise FileNotFoundError(f"{card}: model card not found")
+        text = card.read_text(encoding="utf-8")
+        if space_id is not None:
+            text += (
+                f"\n## Try it\n\nIn the browser: [{space_id}](https://huggingface.co/spaces/"
+                f"{space_id}), a page where you pick items by title and see what this model "
+                "recommends.\n"
+            )
+        return _push_with_card(folder, text, repo_id, token, private, commit_message, api)
     if not (folder / "README.md").is_file():
         logger.warning(
             "%s has no README.md: the Hub page will have no model card (write one with "
             "store_hf.hub.write_model_card)",
             folder,
         )
+    return _upload(folder, repo_id, "model", token, private, commit_message, api)
+
+
+def push_space(
+    folder: str | os.PathLike,
+    space_id: str,
+    token: str | None = None,
+    private: bool = False,
+    commit_message: str = "Upload STORE recommender Space",
+    api: Any = None,
+) -> str:
+    """Upload a Space folder (:func:`store_hf.space.write_space`) to a Gradio Space on the Hub
+    (created if needed). Arguments, return value and errors as :func:`push_to_hub`."""
+    folder = Path(folder)
+    for name in ("app.py", "space.json", "README.md"):
+        if not (folder / name).is_file():
+            raise FileNotFoundError(f"{folder}: no {name}; not a Space folder (write_space)")
+    return _upload(
+        folder, space_id, "space", token, private, commit_message, api, space_sdk="gradio"
+    )
+
+
+def _upload(
+    folder: Path,
+    repo_id: str,
+    repo_type: str,
+    token: str | None,
+    private: bool,
+    commit_message: str,
+    api: Any,
+    **create: Any,
+) -> str:
+    """Create the repository if needed and upload ``folder`` in one commit."""
+    import huggingface_hub
+
     token = token or huggingface_hub.get_token()
     if not token:
         raise RuntimeError(
@@ -442,14 +488,14 @@ def push_to_hub(
     api = api if api is not None else huggingface_hub.HfApi()
     try:
         url = api.create_repo(
-            repo_id, token=token, private=private, repo_type="model", exist_ok=True
+            repo_id, token=token, private=private, repo_type=repo_type, exist_ok=True, **create
         )
         # a bare "name" becomes "user/name": upload to the id the Hub answered with
         target = getattr(url, "repo_id", None) or repo_id
         commit = api.upload_folder(
             repo_id=target,
             folder_path=str(folder),
-            repo_type="model",
+            repo_type=repo_type,
             token=token,
             commit_message=commit_message,
             ignore_patterns=["__pycache__/*", "*.pyc", ".*"],  # caches, temp files of cards
@@ -480,15 +526,13 @@ def _network_errors() -> tuple[type[BaseException], ...]:
     return tuple(errors)
 
 
-def _push_with_card(folder: Path, card: Path, repo_id, token, private, commit_message, api) -> str:
-    """Push ``folder`` with ``card`` as its README: a staging folder of hard links (copies
-    across file systems) holds both, so the upload is one commit."""
-    if not card.is_file():
-        raise FileNotFoundError(f"{card}: model card not found")
+def _push_with_card(folder: Path, card: str, repo_id, token, private, commit_message, api) -> str:
+    """Push ``folder`` with the text ``card`` as its README: a staging folder of hard links
+    (copies across file systems) holds both, so the upload is one commit."""
     with tempfile.TemporaryDirectory(prefix="store-hf-push-") as staging:
         stage = Path(staging) / folder.name
         shutil.copytree(folder, stage, copy_function=link_or_copy, ignore=_UPLOAD_IGNORE)
-        shutil.copy(card, stage / "README.md")
+        (stage / "README.md").write_text(card, encoding="utf-8")
         return push_to_hub(stage, repo_id, token, private, commit_message, api)
 
 
@@ -500,6 +544,7 @@ __all__ = [
     "TEMPLATE_PATH",
     "check_model_folder",
     "extract_usage_snippet",
+    "push_space",
     "push_to_hub",
     "render_model_card",
     "write_model_card",

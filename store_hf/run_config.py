@@ -75,9 +75,31 @@ class RunConfig:
             raise PipelineError(f"{source}: unknown key(s) {unknown}; known keys: {sorted(known)}")
         if "output_dir" not in values:
             raise PipelineError(f"{source}: 'output_dir' is required")
-        config = cls(**typed_settings(values, source))
+        try:
+            config = cls(**typed_settings(values, source))
+        except TypeError as e:  # a dataclass that refuses a value: one line, with the source
+            raise PipelineError(f"{source}: {e}") from None
         config.check(source)
         return config
+
+    @classmethod
+    def from_run_folder(cls, folder: str | os.PathLike) -> RunConfig:
+        """The RunConfig saved in the run folder ``folder``, acting on ``folder`` itself.
+
+        The saved ``output_dir`` is the folder as the run was started: relative to the
+        directory it was started from, and another folder altogether once the run folder is
+        copied or moved (``cp -a runs/ref runs/c; store-hf report runs/c`` must not write into
+        runs/ref). The folder given is the run; ``output_dir`` is not part of its identity.
+        """
+        folder = Path(folder)
+        run_file = folder / RUN_FILE
+        if not run_file.is_file():
+            raise PipelineError(f"{folder}: no {RUN_FILE}; start with store-hf run")
+        saved = read_json(run_file, hint=RUN_FILE_HINT)
+        values = saved.get("config") if isinstance(saved, dict) else None
+        if not isinstance(values, dict):
+            raise PipelineError(f"{run_file}: no 'config' mapping; not written by store-hf run")
+        return cls.from_dict({**values, "output_dir": str(folder)}, source=str(run_file))
 
     @classmethod
     def from_yaml(cls, path: str | os.PathLike) -> RunConfig:

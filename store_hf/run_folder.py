@@ -47,6 +47,18 @@ CHECKPOINTS = "checkpoints"
 TOP_LEVEL_RESULTS = ("report.md", "metrics.json")
 
 
+def model_folder(path: str | os.PathLike) -> Path:
+    """A recommender model folder: ``path`` itself, or the finished recommender of the run
+    folder ``path``. Raises ``FileNotFoundError`` for anything else."""
+    path = Path(path)
+    inner = path / "recommender" / "model"
+    if inner.is_dir():
+        return inner
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"{path}: not a model folder nor a store-hf run folder")
+    return path
+
+
 class FolderLock:
     """An exclusive lock on a run folder: a file holding the owner's process id and host.
 

@@ -258,8 +258,11 @@ class LocalHub:
         self.root, self.user = root, user
         self.calls: list[tuple[str, dict]] = []
 
-    def create_repo(self, repo_id, *, token=None, private=None, repo_type=None, exist_ok=False):
-        self.calls.append(("create_repo", {"repo_id": repo_id, "token": token, "private": private}))
+    def create_repo(
+        self, repo_id, *, token=None, private=None, repo_type=None, exist_ok=False, **options
+    ):
+        call = {"repo_id": repo_id, "token": token, "private": private, "repo_type": repo_type}
+        self.calls.append(("create_repo", {**call, **options}))
         full = repo_id if "/" in repo_id else f"{self.user}/{repo_id}"
         (self.root / full).mkdir(parents=True, exist_ok=exist_ok)
         from huggingface_hub import RepoUrl
@@ -318,7 +321,7 @@ def test_push_uploads_the_folder(tmp_path):
     assert url == "https://huggingface.co/org/store-sci/commit/0123abc"
     assert hub.calls[0] == (
         "create_repo",
-        {"repo_id": "org/store-sci", "token": "hf_test", "private": True},
+        {"repo_id": "org/store-sci", "token": "hf_test", "private": True, "repo_type": "model"},
     )
     assert hub.calls[1][0] == "upload_folder"
     assert hub.calls[1][1]["repo_id"] == "org/store-sci" and hub.calls[1][1]["token"] == "hf_test"

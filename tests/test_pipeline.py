@@ -8,40 +8,17 @@ from datetime import datetime, timezone
 
 import pytest
 import torch
+from tiny import tiny_run_args
 
 from store_hf.cli import main
 from store_hf.pipeline import STAGES, Pipeline, PipelineError, RunConfig, native_bf16
 
 
-def _write_generic(folder, embedded, num_users=150):
-    """The first users of the embedded Amazon set, rewritten as generic items/interactions."""
-    folder.mkdir(parents=True, exist_ok=True)
-    rows, used = [], set()
-    for user, seq in zip(
-        embedded.sequences["user_id"][:num_users], embedded.sequences["item_ids"][:num_users]
-    ):
-        for t, item in enumerate(seq):
-            rows.append((user, item, 1_600_000_000 + t))
-            used.add(item)
-    with open(folder / "interactions.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["user_id", "item_id", "timestamp"])
-        w.writerows(rows)
-    with open(folder / "items.jsonl", "w") as f:
-        for row in embedded.items:
-            if row["item_id"] in used:
-                f.write(json.dumps({k: row[k] for k in ("item_id", "title", "brand")}) + "\n")
-    return folder / "items.jsonl", folder / "interactions.csv"
-
-
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory, embedded):
     root = tmp_path_factory.mktemp("pipeline")
-    items, interactions = _write_generic(root / "data", embedded)
-    args = ["run", "--preset", "tiny", "--output-dir", str(root / "out")]
-    args += ["--codebook-size", "32", "--pca-dim", "8"]  # not the defaults (256, 32)
-    args += ["--dataset-format", "generic", "--items", str(items)]
-    args += ["--interactions", str(interactions)]
+    # not the default codebook settings (256, 32)
+    args = tiny_run_args(root, embedded, "--codebook-size", "32", "--pca-dim", "8")
     assert main(args) == 0
     return root / "out", args
 

@@ -1,5 +1,8 @@
 """Tiny randomly initialised backbones built in code (no Hub access in tests)."""
 
+import csv
+import json
+
 import torch
 from transformers import LlamaConfig, OPTConfig
 
@@ -101,3 +104,33 @@ def save_tiny_recommender(folder, num_items: int = 40):
     rec.save_pretrained(folder)
     tok.save_pretrained(folder)
     return folder
+
+
+def write_generic_dataset(folder, embedded, num_users=150):
+    """The first users of the embedded Amazon set, rewritten as generic items/interactions."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rows, used = [], set()
+    for user, seq in zip(
+        embedded.sequences["user_id"][:num_users], embedded.sequences["item_ids"][:num_users]
+    ):
+        for t, item in enumerate(seq):
+            rows.append((user, item, 1_600_000_000 + t))
+            used.add(item)
+    with open(folder / "interactions.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["user_id", "item_id", "timestamp"])
+        w.writerows(rows)
+    with open(folder / "items.jsonl", "w") as f:
+        for row in embedded.items:
+            if row["item_id"] in used:
+                f.write(json.dumps({k: row[k] for k in ("item_id", "title", "brand")}) + "\n")
+    return folder / "items.jsonl", folder / "interactions.csv"
+
+
+def tiny_run_args(root, embedded, *extra: str) -> list[str]:
+    """``store-hf run`` arguments of the tiny preset on the first 150 embedded users (as a
+    generic dataset under ``root/data``), into ``root/out`` (about a minute)."""
+    items, interactions = write_generic_dataset(root / "data", embedded)
+    args = ["run", "--preset", "tiny", "--output-dir", str(root / "out"), *extra]
+    args += ["--dataset-format", "generic", "--items", str(items)]
+    return args + ["--interactions", str(interactions)]
