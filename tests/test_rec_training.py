@@ -267,16 +267,9 @@ def test_each_training_stage_reports_to_its_own_tensorboard_folder(chain, tmp_pa
     from store_hf.reporting import TENSORBOARD_ENV
 
     rec, tok, items, splits = chain
+    # a few steps of each stage (the model's LoRA is the fixture's, not these settings')
     settings = RecStageSettings(
-        lora_r=8,
-        lora_alpha=16,
-        per_device_batch_size=16,
-        batch_size=16,
-        joint_epochs=1.0,
-        num_epochs=1.0,
-        early_stopping_metric="loss",
-        alignment=False,
-        scoring_negatives=0,
+        num_epochs=1.0, early_stopping_metric="loss", alignment=False, scoring_negatives=0
     )
     logs = tmp_path / "logs"
     train_recommender(
