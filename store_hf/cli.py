@@ -126,6 +126,7 @@ def _run_config_from_args(args: argparse.Namespace) -> RunConfig:
         "kcore": args.kcore,
         "seed": args.seed,
         "semantic_ids": args.semantic_ids,
+        "report_to": args.report_to,
     }
     values.update({k: v for k, v in flags.items() if v is not None})
     codebook = {"codebook_size": args.codebook_size, "pca_dim": args.pca_dim}
@@ -167,6 +168,8 @@ def _run(args: argparse.Namespace) -> int:
 
 def _stage(args: argparse.Namespace) -> int:
     config = _run_folder_config(args.output_dir)
+    if getattr(args, "report_to", None):  # the training stages' flag (changes no result)
+        config.report_to = args.report_to
     from .pipeline import Pipeline
 
     pipeline = Pipeline(config, force=args.force)
@@ -259,6 +262,27 @@ def _app(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report_to(value: str) -> str:
+    """``--report-to`` checked while parsing: a wrong name is a usage error naming the flag."""
+    from .reporting import parse_report_to
+
+    try:
+        parse_report_to(value)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return value
+
+
+def _add_report_to_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--report-to",
+        type=_report_to,
+        metavar="NAMES",
+        help="where training logs go, as TrainingArguments.report_to: none (default), "
+        "tensorboard (under RUN/logs), trackio, wandb, ..., all, or a comma-separated list",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="store-hf", description=DESCRIPTION)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -296,6 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--codebook-size", type=int, help="k, codes per position (default: the preset's, 256)"
     )
     run.add_argument("--pca-dim", type=int, help="d, PCA size before k-means (default 32)")
+    _add_report_to_argument(run)
     run.add_argument("--force", action="store_true", help="redo finished stages")
     run.add_argument(
         "--reuse-stages-from",
@@ -311,6 +336,8 @@ def build_parser() -> argparse.ArgumentParser:
             "output_dir", type=Path, help="the run's output folder (the stage writes here)"
         )
         p.add_argument("--force", action="store_true", help="redo the stage if finished")
+        if stage in ("tokenizer", "recommender"):
+            _add_report_to_argument(p)
         p.set_defaults(func=_stage)
 
     rec = sub.add_parser("recommend", help="top-k next items for one history")

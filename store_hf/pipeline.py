@@ -24,6 +24,7 @@ from .backbones import native_bf16
 from .data.dataset import RecDataset
 from .data.splits import leave_one_out, sample_users
 from .files import read_json
+from .reporting import missing_integrations, parse_report_to
 from .run_config import RUN_FILE, PipelineError, RunConfig, read_yaml_settings
 from .run_folder import STAGE_COMMANDS, RunFolder
 from .semantic_ids import SemanticCodebook
@@ -142,6 +143,8 @@ class Pipeline:
             eval_items=self.config.eval_tokenizer_items,
             checkpoints=self.folder.checkpoints("tokenizer"),
             is_main=self.is_main,
+            report_to=self.config.report_to,
+            logging_dir=self.folder.logs("tokenizer"),
         )
 
     def encode(self) -> Path:
@@ -228,6 +231,8 @@ class Pipeline:
             # assigns codes to new items (STORE's codebook only)
             codebook_dir=codebook if codebook.is_dir() else None,
             is_main=self.is_main,
+            report_to=self.config.report_to,
+            logging_dir=self.folder.logs("recommender"),
         )
 
     def evaluate(self) -> Path:
@@ -270,7 +275,14 @@ class Pipeline:
 
     def check_inputs(self) -> None:
         """What would fail only in a later stage, checked before the first one: the data
-        (read and validated) and the codebook size against the catalogue."""
+        (read and validated), the codebook size against the catalogue and the logging
+        integrations (installed)."""
+        missing = missing_integrations(parse_report_to(self.config.report_to))
+        if missing:
+            raise PipelineError(
+                f"report_to: {missing} not installed (transformers does not find it); install "
+                "it (e.g. pip install tensorboard) or leave it out of report_to"
+            )
         num_items = len(self.dataset.items)
         k = self.preset.codebook.codebook_size
         if num_items < k:

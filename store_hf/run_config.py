@@ -23,6 +23,7 @@ from .presets import (
     TokenizerStageSettings,
     get_preset,
 )
+from .reporting import parse_report_to
 
 RUN_FILE = "run_config.json"
 RUN_FILE_HINT = "start the run again in a new --output-dir (this folder's settings are unreadable)"
@@ -39,6 +40,9 @@ class RunConfig:
     ``tokenizer``/``recommender``/``codebook`` override fields of the preset's stage settings
     (:class:`~store_hf.presets.TokenizerStageSettings`,
     :class:`~store_hf.presets.RecStageSettings`, :class:`~store_hf.presets.CodebookSettings`).
+    ``report_to`` is where the training stages log (``TrainingArguments.report_to``; TensorBoard
+    writes under ``<output_dir>/logs/<stage>``); it changes no result, so it is not part of
+    :meth:`identity`.
     """
 
     output_dir: str
@@ -55,6 +59,8 @@ class RunConfig:
     eval_seed: int = EVAL_SEED
     semantic_ids: str = "store"
     eval_tokenizer_items: int = 48
+    # "none" (offline), "tensorboard", "tensorboard,wandb", a list of names or "all"
+    report_to: str | list[str] = "none"
     tokenizer: dict[str, Any] = field(default_factory=dict)
     recommender: dict[str, Any] = field(default_factory=dict)
     codebook: dict[str, Any] = field(default_factory=dict)
@@ -131,6 +137,10 @@ class RunConfig:
             raise PipelineError(
                 f"{source}: semantic_ids: {self.semantic_ids!r} is not one of {list(SEMANTIC_IDS)}"
             )
+        try:
+            parse_report_to(self.report_to)
+        except ValueError as e:
+            raise PipelineError(f"{source}: report_to: {e}") from None
         for name, value, low in (
             ("seed", self.seed, 0),
             ("eval_seed", self.eval_seed, 0),
@@ -185,6 +195,7 @@ class RunConfig:
         """What makes two runs the same run (an output folder serves one identity)."""
         values = dataclasses.asdict(self)
         values.pop("output_dir")
+        values.pop("report_to")  # where the logs go changes no result
         # defaults of settings added later leave the identity of older folders unchanged
         if values["semantic_ids"] == "store":
             values.pop("semantic_ids")
@@ -267,6 +278,15 @@ def _expected(hint: Any) -> tuple[str, Any] | None:
         return "a number", _number
     if hint is str:
         return "a string", lambda v: v if isinstance(v, str) else _wrong()
+    if origin is list:
+        item = _expected(typing.get_args(hint)[0])
+        if item is None:
+            return None
+        words, check = item
+        return (
+            f"a list (each {words})",
+            lambda v: [check(x) for x in v] if isinstance(v, list) else _wrong(),
+        )
     if hint is dict or origin is dict:
         return "a mapping", lambda v: v if isinstance(v, dict) else _wrong()
     return None

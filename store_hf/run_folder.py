@@ -43,6 +43,8 @@ STAGE_COMMANDS = {
 }
 LOCK_FILE = ".store-hf.lock"
 CHECKPOINTS = "checkpoints"
+#: the training stages' logs (TensorBoard: ``tensorboard --logdir <run>/logs``)
+LOGS = "logs"
 #: results the report stage also copies to the top of the folder
 TOP_LEVEL_RESULTS = ("report.md", "metrics.json")
 
@@ -164,6 +166,10 @@ class RunFolder:
     def checkpoints(self, name: str) -> Path:
         """Where the training stage ``name`` keeps its Trainer checkpoints."""
         return self.out / CHECKPOINTS / name
+
+    def logs(self, name: str) -> Path:
+        """Where the training stage ``name`` writes its TensorBoard logs (with ``report_to``)."""
+        return self.out / LOGS / name
 
     def is_done(self, name: str) -> bool:
         return (self.stage_dir(name) / "stage.json").is_file()
@@ -289,8 +295,9 @@ class RunFolder:
     def _remove_stage(self, name: str, checkpoints: bool) -> None:
         for path in (self.stage_dir(name), self.out / f"{name}.partial"):
             shutil.rmtree(path, ignore_errors=True)
-        if checkpoints:
+        if checkpoints:  # the logs go with them: a redone stage starts its curves again
             shutil.rmtree(self.checkpoints(name), ignore_errors=True)
+            shutil.rmtree(self.logs(name), ignore_errors=True)
         if name == "report":
             for result in TOP_LEVEL_RESULTS:
                 (self.out / result).unlink(missing_ok=True)

@@ -255,3 +255,35 @@ def test_stage_one_is_kept_where_stage_two_never_beat_it():
     # loss: lower is better
     assert keep_better_stage(model, stage1, 2.5, 2.4, greater_is_better=False)
     assert keep_better_stage(model, stage1, None, 2.4, greater_is_better=False)
+
+
+def test_each_training_stage_reports_to_its_own_tensorboard_folder(chain, tmp_path):
+    """``report_to="tensorboard"``: stage 1 and stage 2 (each restarts its step count) write
+    their events under ``logging_dir/joint`` and ``logging_dir/rec``, not the checkpoints."""
+    import copy
+    import os
+
+    pytest.importorskip("tensorboard")
+    from store_hf.reporting import TENSORBOARD_ENV
+
+    rec, tok, items, splits = chain
+    # a few steps of each stage (the model's LoRA is the fixture's, not these settings')
+    settings = RecStageSettings(
+        num_epochs=1.0, early_stopping_metric="loss", alignment=False, scoring_negatives=0
+    )
+    logs = tmp_path / "logs"
+    train_recommender(
+        copy.deepcopy(rec),  # the fixture's model stays untrained for the other tests
+        tok,
+        splits,
+        items,
+        ["title"],
+        settings,
+        tmp_path / "checkpoints",
+        report_to="tensorboard",
+        logging_dir=logs,
+    )
+    for stage in ("joint", "rec"):
+        assert list((logs / stage).glob("events.out.tfevents.*")), stage
+    assert not list((tmp_path / "checkpoints").rglob("events.out.tfevents.*"))
+    assert TENSORBOARD_ENV not in os.environ

@@ -47,11 +47,17 @@ NDCG take the expectation over all orders of the tied candidates (each position 
 gets the group's mean label; this is scikit-learn's ``ndcg_score`` default), AUC uses average
 ranks. Without ties all definitions reduce to the MIND script's.
 
+**Hugging Face evaluate**: ``evaluate.load(evaluate_module_path())`` loads the retrieval metrics
+as an ``evaluate`` module (``store_ranking``, computed by :func:`target_ranks` +
+:func:`ranking_metrics`), from the installed package, with no Hub access.
+
 Layout: :mod:`.ranking` (retrieval), :mod:`.impressions` (scoring), :mod:`.significance`
-(comparing systems), :mod:`._checks` (input validation they share). Import from
+(comparing systems), :mod:`._checks` (input validation they share), :mod:`.evaluate_module`
+(where the evaluate module's script lies: ``evaluate_modules/store_ranking/``). Import from
 ``store_hf.metrics``; every public name is re-exported here.
 """
 
+from .evaluate_module import evaluate_module_path
 from .impressions import DEFAULT_SCORING_KS, binary_auc, impression_metrics
 from .ranking import DEFAULT_KS, RankingMetrics, ranking_metrics, target_ranks
 from .significance import (
@@ -70,6 +76,7 @@ __all__ = [
     "binary_auc",
     "bootstrap_interval",
     "compare_systems",
+    "evaluate_module_path",
     "impression_metrics",
     "mcnemar_test",
     "paired_bootstrap",

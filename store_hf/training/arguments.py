@@ -4,23 +4,30 @@ recommender)."""
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 
 import torch
 from transformers import TrainingArguments
 
 from ..backbones import resolve_bf16
 from ..presets import RecStageSettings, TokenizerStageSettings
+from ..reporting import parse_report_to
 
 
 def stage_training_arguments(
     output_dir: str | os.PathLike,
     settings: TokenizerStageSettings | RecStageSettings,
     seed: int = 0,
+    report_to: str | Sequence[str] = "none",
     **overrides,
 ) -> TrainingArguments:
     """``TrainingArguments`` of a training stage (tokenizer or recommender settings):
     ``settings.batch_size`` samples per optimiser step, reached by gradient accumulation over
-    processes and micro-batches."""
+    processes and micro-batches.
+
+    ``report_to``: the run's logging integrations (``"none"``, ``"tensorboard"``,
+    ``"tensorboard,wandb"``, ``["trackio"]``, ``"all"``; see
+    :func:`store_hf.reporting.parse_report_to`); ``overrides`` replace any argument."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     accumulation = max(1, settings.batch_size // (settings.per_device_batch_size * world))
     kwargs = dict(
@@ -42,7 +49,8 @@ def stage_training_arguments(
         eval_strategy="no",
         prediction_loss_only=True,
         remove_unused_columns=False,
-        report_to="none",
+        # a comma-separated string becomes the list TrainingArguments takes
+        report_to=parse_report_to(report_to) or "none",
         seed=seed,
         dataloader_num_workers=0,
         # bf16 on a machine without an accelerator means CPU autocast, which Trainer only allows

@@ -14,6 +14,7 @@ import math
 import os
 import shutil
 import time
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ from ..evaluation import evaluate_recommender
 from ..files import write_json_atomic
 from ..modeling_store import StoreForGenerativeRec
 from ..presets import RecStageSettings
+from ..reporting import tensorboard_logging_dir
 from .arguments import stage_training_arguments, two_rate_optimizer
 from .checkpoints import last_checkpoint
 from .collators import RecCollator
@@ -157,6 +159,8 @@ def train_recommender(
     resume_from_checkpoint: bool | str | None = None,
     impressions: Dataset | None = None,
     eval_seed: int = EVAL_SEED,
+    report_to: str | Sequence[str] = "none",
+    logging_dir: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """Both instruction-tuning stages; the model is left with the best stage-2 weights.
 
@@ -168,11 +172,17 @@ def train_recommender(
             them the scoring task uses ``settings.scoring_negatives`` sampled negatives per row.
         seed: training seed (which training users, shuffles, dropout); ``eval_seed``: which
             validation users (fixed across training seeds).
+        report_to: the Trainers' logging integrations (see
+            :func:`~store_hf.training.stage_training_arguments`); ``logging_dir``: where
+            TensorBoard writes, ``joint/`` and ``rec/`` for the two stages (``None``: under
+            ``output_dir``).
 
     Returns:
         ``{"joint_log", "rec_log", "best_metric", "stopped_at_step", "seconds"}``.
     """
     output_dir = Path(output_dir)
+    # the two stages restart the step count: each its own TensorBoard run
+    logs = {s: None if logging_dir is None else Path(logging_dir) / s for s in ("joint", "rec")}
     data = RecInstructionData(model, tokenizer)
     train_rows = sample_users(splits["train"], settings.max_train_users, seed)
     valid_rows = sample_users(splits["validation"], settings.max_eval_users, eval_seed)
@@ -219,12 +229,14 @@ def train_recommender(
         settings,
         seed,
         settings.joint_epochs,
+        report_to=report_to,
         eval_strategy="steps" if len(rec_valid) else "no",
         eval_steps=joint_eval,
     )
-    joint_trainer = _trainer(
-        model, joint_args, joint_ds, rec_valid, settings, valid_rows if by_ndcg else None
-    )
+    with tensorboard_logging_dir(logs["joint"]):
+        joint_trainer = _trainer(
+            model, joint_args, joint_ds, rec_valid, settings, valid_rows if by_ndcg else None
+        )
     joint_trainer.train(
         resume_from_checkpoint=_resume(output_dir / "joint", resume_from_checkpoint)
     )
@@ -236,6 +248,7 @@ def train_recommender(
         settings,
         seed,
         settings.num_epochs,
+        report_to=report_to,
         eval_strategy="steps",
         eval_steps=eval_steps,
         save_strategy="steps",
@@ -245,15 +258,16 @@ def train_recommender(
         greater_is_better=by_ndcg,
         save_total_limit=2,
     )
-    rec_trainer = _trainer(
-        model,
-        rec_args,
-        rec_train,
-        rec_valid,
-        settings,
-        valid_rows if by_ndcg else None,
-        callbacks=[EarlyStoppingCallback(early_stopping_patience=settings.patience)],
-    )
+    with tensorboard_logging_dir(logs["rec"]):
+        rec_trainer = _trainer(
+            model,
+            rec_args,
+            rec_train,
+            rec_valid,
+            settings,
+            valid_rows if by_ndcg else None,
+            callbacks=[EarlyStoppingCallback(early_stopping_patience=settings.patience)],
+        )
     # stage 2 restarts the learning-rate schedule (warmup to the peak again) and can leave the
     # model worse than stage 1 did: stage 1's last validation competes for the best model
     last = next((h for h in reversed(joint_trainer.state.log_history) if metric in h), None)
@@ -331,6 +345,8 @@ def train_recommender_stage(
     impressions: Dataset | None = None,
     codebook_dir: Path | None = None,
     is_main: bool = True,
+    report_to: str | Sequence[str] = "none",
+    logging_dir: Path | None = None,
 ) -> dict[str, Any]:
     """The pipeline's recommender stage: build the recommender from the trained tokenizer and
     the catalogue's codes, train both stages, save the best model to ``folder/model``.
@@ -343,6 +359,7 @@ def train_recommender_stage(
             (``settings.code_init == "dense"``), else ``None`` (default initialisation).
         codebook_dir: a fitted codebook folder, copied into the model so that it can code new
             items.
+        report_to / logging_dir: as :func:`train_recommender`'s.
 
     Returns:
         the stage summary (``stage.json``).
@@ -390,6 +407,8 @@ def train_recommender_stage(
         resume_from_checkpoint=True,
         impressions=impressions,
         eval_seed=eval_seed,
+        report_to=report_to,
+        logging_dir=logging_dir,
     )
     rec.merge_lora()
     if is_main:

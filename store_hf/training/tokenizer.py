@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from transformers import PreTrainedTokenizerBase, Trainer, TrainingArguments
 from ..files import write_json_atomic
 from ..modeling_store import StoreTokenizerModel
 from ..presets import Preset
+from ..reporting import tensorboard_logging_dir
 from ..templates import default_task_setup
 from .arguments import stage_training_arguments, two_rate_optimizer
 from .checkpoints import last_checkpoint
@@ -171,6 +173,8 @@ def train_tokenizer_stage(
     eval_items: int,
     checkpoints: Path,
     is_main: bool = True,
+    report_to: str | Sequence[str] = "none",
+    logging_dir: Path | None = None,
 ) -> dict[str, Any]:
     """The pipeline's tokenizer stage: post-train a dense tokenizer on a seeded sample of
     ``items`` and save it (with its text tokenizer) to ``folder/model``.
@@ -180,6 +184,8 @@ def train_tokenizer_stage(
         eval_items: held-out items (at most a tenth of the catalogue) of the dense-information
             gap measured before and after training.
         checkpoints: the Trainer's checkpoint folder; training resumes from it.
+        report_to: the Trainer's logging integrations (see :func:`stage_training_arguments`);
+            ``logging_dir``: where TensorBoard writes (``None``: under ``checkpoints``).
 
     Returns:
         the stage summary (``stage.json``): items, held-out gaps, final loss.
@@ -207,16 +213,17 @@ def train_tokenizer_stage(
             tokenize_items(train_items, tokenizer, model.config),
         )
         before = dense_information_gap(model, tokenizer, held_out)
-    args = stage_training_arguments(checkpoints, settings, seed=seed)
+    args = stage_training_arguments(checkpoints, settings, seed=seed, report_to=report_to)
     resume = last_checkpoint(checkpoints)
-    trainer = train_dense_tokenizer(
-        model,
-        tokenizer,
-        train_items,
-        args,
-        resume_from_checkpoint=str(resume) if resume else None,
-        embedding_learning_rate=settings.embedding_learning_rate,
-    )
+    with tensorboard_logging_dir(logging_dir):
+        trainer = train_dense_tokenizer(
+            model,
+            tokenizer,
+            train_items,
+            args,
+            resume_from_checkpoint=str(resume) if resume else None,
+            embedding_learning_rate=settings.embedding_learning_rate,
+        )
     after = dense_information_gap(model, tokenizer, held_out) if n_eval >= 2 else {}
     model.merge_lora()
     log = trainer.state.log_history
