@@ -35,7 +35,7 @@ logger = logging.getLogger(__name__)
 TITLE_ATTRIBUTES = ("title", "name")
 
 #: what a Space installs (the model brings its own code; this is what it imports)
-SPACE_REQUIREMENTS = ("gradio>=5", "torch>=2.1", "transformers>=4.46", "numpy")
+SPACE_REQUIREMENTS = ("gradio>=6,<7", "torch>=2.1", "transformers>=5,<6", "numpy")
 
 
 def run_app_data(run_dir: str | os.PathLike) -> AppData:

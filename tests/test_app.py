@@ -7,13 +7,12 @@ extra); it fails, not skips, where they are missing, so CI cannot pass without r
 
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+from browser import Server, chromium, pick, pick_test_user, shown_items
 from test_hub import LocalHub
 from tiny import tiny_run_args
 
@@ -22,7 +21,6 @@ from store_hf.cli import main
 from store_hf.modeling_store import StoreForGenerativeRec
 from store_hf.space import load_app, write_space
 
-CHROMIUM = os.environ.get("STORE_HF_CHROMIUM", "/usr/bin/chromium")
 #: where the page's screenshots are kept (a CI artifact)
 ARTIFACTS = Path(
     os.environ.get("STORE_HF_TEST_ARTIFACTS", Path(__file__).parent.parent / "test-artifacts")
@@ -173,79 +171,10 @@ def test_push_uploads_the_model_and_a_space_that_loads_it(run_dir, tmp_path, mon
 
 
 # --------------------------------------------------------------------------- in the browser
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    """``store-hf app PATH`` in a child process, stopped on exit."""
-
-    def __init__(self, path: Path, log: Path) -> None:
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}/"
-        self.log = open(log, "w")  # noqa: SIM115 (closed by __exit__)
-        env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1"}
-        cmd = [sys.executable, "-m", "store_hf", "app", str(path), "--port", str(self.port)]
-        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, env=env)
-        deadline = time.time() + 300
-        while time.time() < deadline:
-            assert self.proc.poll() is None, Path(log).read_text()[-3000:]
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", self.port)) == 0:
-                    return
-            time.sleep(0.5)
-        raise TimeoutError(Path(log).read_text()[-3000:])
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.proc.terminate()
-        self.proc.wait(30)
-        self.log.close()
-
-
 @pytest.fixture(scope="module")
 def browser():
-    if not Path(CHROMIUM).is_file():
-        pytest.fail(f"{CHROMIUM} is missing: `make test` installs Debian's chromium")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        chromium = p.chromium.launch(
-            executable_path=CHROMIUM,
-            # no sandbox as root; no background connections (the network is closed)
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-            ],
-        )
-        yield chromium
-        chromium.close()
-
-
-def _pick(page, element: str, typed: str, label: str) -> None:
-    """Type ``typed`` into a dropdown and click the option labelled ``label``."""
-    box = page.locator(f"#{element} input").first
-    box.click()
-    box.press_sequentially(typed, delay=20)  # key by key, as a person types
-    option = page.get_by_role("option", name=label, exact=True)
-    option.wait_for()
-    page.wait_for_timeout(300)  # the list re-renders while it filters
-    option.click()
-    page.keyboard.press("Escape")
-
-
-def _shown_items(page) -> list[str]:
-    return page.locator("#recommendations tr[data-item]").evaluate_all(
-        "rows => rows.map(r => r.dataset.item)"
-    )
+    with chromium() as launched:
+        yield launched
 
 
 def test_the_page_as_a_person_uses_it(run_dir, app, model, browser, tmp_path):
@@ -258,25 +187,25 @@ def test_the_page_as_a_person_uses_it(run_dir, app, model, browser, tmp_path):
         # empty history: a message, no table, the page still answers afterwards
         page.locator("#recommend").click()
         page.locator("#message").filter(has_text="history is empty").wait_for()
-        assert _shown_items(page) == []
+        assert shown_items(page) == []
 
         # search by title as you type, pick two items, recommend
         for item in history:
             title = app.data.titles[item]
-            _pick(page, "history", title[:12], f"{title} [{item}]")
+            pick(page, "history", title[:12], f"{title} [{item}]")
         page.locator("#recommend").click()
         page.locator("#message").filter(has_text="after 2 history items").wait_for()
-        assert _shown_items(page) == model.recommend([history], k=10).item_ids[0]
+        assert shown_items(page) == model.recommend([history], k=10).item_ids[0]
         page.locator("#code-tree li").first.wait_for()  # the first item's code tree
         prefix = page.locator("#code-tree li").first.get_attribute("data-prefix")
-        assert prefix == app.semantic_id(_shown_items(page)[0]).split("-")[0]
+        assert prefix == app.semantic_id(shown_items(page)[0]).split("-")[0]
         page.screenshot(path=str(ARTIFACTS / "app.png"), full_page=True)
 
         # the scoring mode, on the same history
         page.get_by_role("tab", name="Score a candidate").click()
         candidate = app.item_ids[30]
         title = app.data.titles[candidate]
-        _pick(page, "candidate", title[:12], f"{title} [{candidate}]")
+        pick(page, "candidate", title[:12], f"{title} [{candidate}]")
         page.locator("#score-button").click()
         page.locator("#score").filter(has_text="P(yes)").wait_for()
         expected = float(model.score([history], [candidate])[0])
@@ -291,14 +220,11 @@ def test_the_page_as_a_person_uses_it(run_dir, app, model, browser, tmp_path):
 
         # a test user's history, with the held-out item flagged where it was found
         user = app.data.test_users[0]
-        label = f"{user['user_id']} ({len(user['history'])} items)"
-        _pick(page, "test-user", user["user_id"], label)
-        last = app.data.titles[user["history"][-1]]
-        page.locator("#history").filter(has_text=last).wait_for()  # the history is filled in
+        pick_test_user(page, user, app.data.titles)
         page.locator("#recommend").click()
         page.locator("#message").filter(has_text="held-out next item").wait_for()
         expected_items = model.recommend([user["history"]], k=10).item_ids[0]
-        assert _shown_items(page) == expected_items
+        assert shown_items(page) == expected_items
         flagged = page.locator("#recommendations tr.hit").evaluate_all(
             "rows => rows.map(r => r.dataset.item)"
         )
