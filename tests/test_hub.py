@@ -342,7 +342,12 @@ def test_push_to_own_namespace_uses_the_id_the_hub_returns(tmp_path, monkeypatch
     hub = LocalHub(tmp_path / "hub", user="alice")
     url = push_to_hub(folder, "store-sci", api=hub)
     assert url.startswith("https://huggingface.co/alice/store-sci/")
-    assert hub.calls[0][1] == {"repo_id": "store-sci", "token": "hf_from_login", "private": False}
+    assert hub.calls[0][1] == {
+        "repo_id": "store-sci",
+        "token": "hf_from_login",
+        "private": False,
+        "repo_type": "model",
+    }
     assert hub.calls[1][1]["repo_id"] == "alice/store-sci"
     assert (tmp_path / "hub" / "alice" / "store-sci" / "model.safetensors").is_file()
 
