@@ -142,11 +142,11 @@ def test_the_tokenizer_stage_writes_tensorboard_events_under_the_run_folder(tmp_
     under ``<run>/logs/tokenizer``, none under the Trainer's checkpoint folder."""
     pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-    from test_pipeline import _write_generic
+    from tiny import write_generic_dataset
 
     from store_hf.pipeline import Pipeline
 
-    items, interactions = _write_generic(tmp_path / "data", embedded, num_users=60)
+    items, interactions = write_generic_dataset(tmp_path / "data", embedded, num_users=60)
     path = tmp_path / "run.yaml"
     path.write_text(
         f"output_dir: {tmp_path / 'out'}\npreset: tiny\nreport_to: tensorboard\n"
