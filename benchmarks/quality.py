@@ -36,7 +36,10 @@ Systems (``--systems``, comma-separated; default all):
   random          a uniform random ranking
 
 Each system's result for a seed is kept in ``WORK_DIR/<system>-seed<S>/`` and not computed again
-on a rerun (``--force`` recomputes), so the harness can be stopped and resumed.
+on a rerun (``--force`` recomputes), so the harness can be stopped and resumed. ``--merge
+RESULTS.json`` adds the rows of an earlier report (its ``-ranks.json`` beside it) for the systems
+not run now, so a new ablation is compared with STORE on the same users without training STORE
+again; the earlier rows are rebuilt from their per-user ranks and checked against their table.
 """
 
 from __future__ import annotations
@@ -369,6 +372,57 @@ def aggregate(results: dict[str, list[dict]], reference: str | None) -> dict[str
     return table
 
 
+def earlier_results(path: Path, user_ids: list, eval_seed: int) -> dict[str, list[dict]]:
+    """The per-seed results of an earlier report ``path`` (``quality-*.json``, its per-user
+    ranks in ``quality-*-ranks.json`` beside it), in the form :meth:`Harness.run` returns.
+
+    Every metric is recomputed from the ranks and must match the earlier table, and the earlier
+    report must have ranked ``user_ids`` (in any order) with ``eval_seed``: otherwise its paired
+    tests would compare other people."""
+    ranks_path = path.with_name(path.stem + "-ranks.json")
+    for f in (path, ranks_path):
+        if not f.is_file():
+            raise FileNotFoundError(f"--merge: {f} does not exist")
+    table = json.loads(path.read_text())["systems"]
+    saved = json.loads(ranks_path.read_text())
+    if saved["eval_seed"] != eval_seed or sorted(saved["user_id"]) != sorted(user_ids):
+        raise ValueError(
+            f"--merge: {ranks_path} ranked other test users (eval seed {saved['eval_seed']}, "
+            f"{len(saved['user_id'])} users) than this run (eval seed {eval_seed}, "
+            f"{len(user_ids)} users)"
+        )
+    results: dict[str, list[dict]] = {}
+    for system, by_seed in saved["ranks"].items():
+        row = table.get(system)
+        if row is None:
+            raise ValueError(f"--merge: {ranks_path} has ranks of {system!r}, {path} no row")
+        runs = []
+        for seed, ranks in by_seed.items():
+            i = row["seeds"].index(int(seed))
+            by_user = dict(zip(saved["user_id"], ranks))
+            ordered = np.asarray([by_user[u] for u in user_ids])
+            metrics = {m: float(per_user_metric(ordered, m).mean()) for m in METRICS}
+            runs.append(
+                {
+                    "metrics": metrics,
+                    "ranks": ordered.tolist(),
+                    "seed": int(seed),
+                    "seconds": row["seconds"][i],
+                    "eval_seconds": row["eval_seconds"][i],
+                    "command": row["commands"][i],
+                    "test_users": len(user_ids),
+                }
+            )
+        for m in METRICS:  # the ranks are those the table was computed from
+            mean = statistics.fmean(r["metrics"][m] for r in runs)
+            if not np.isclose(mean, row[m], rtol=0, atol=1e-9):
+                raise ValueError(
+                    f"--merge: {system} {m} from {ranks_path} is {mean}, {path} {row[m]}"
+                )
+        results[system] = runs
+    return results
+
+
 def _verdict(test: dict, reference: str, system: str, alpha: float = 0.05) -> str:
     if test["p_value"] >= alpha:
         return "within noise"
@@ -404,6 +458,14 @@ def markdown(info: dict, table: dict, title: str, reference: str | None) -> str:
         f"- machine: {info['cpu']}, {info['cores']} cores, GPU {info['gpu'] or 'none'}; "
         f"python {info['python']}, torch {info['torch']}, transformers {info['transformers']}",
         f"- {info['split']}",
+        *(
+            [
+                f"- the rows of the systems this command did not run are those of "
+                f"`{info['merged']}` (same users; their own commands are listed below)"
+            ]
+            if info.get("merged")
+            else []
+        ),
         "- every system and seed is ranked on the same test users (fixed evaluation seed); "
         "per-user ranks are kept in `result.json` of each system's folder",
         "",
@@ -495,6 +557,12 @@ def main() -> None:
     )
     p.add_argument("--force", action="store_true", help="recompute finished systems")
     p.add_argument(
+        "--merge",
+        type=Path,
+        help="an earlier report (quality-*.json, its -ranks.json beside it) whose rows join the "
+        "table for the systems not run now (same test users and eval seed)",
+    )
+    p.add_argument(
         "--table-only",
         action="store_true",
         help="compute nothing: tabulate the finished results of these systems and seeds (a "
@@ -513,14 +581,25 @@ def main() -> None:
 
     info = machine_info(preset=args.preset, systems=systems)
     results: dict[str, list[dict]] = {s: [] for s in systems}
+    seeds = [int(s) for s in args.seeds.split(",")]
+    earlier: dict[str, list[dict]] = {}
+    if args.merge:  # checked before anything trains
+        users = list(Harness(args, seeds[0]).test["user_id"])
+        try:
+            earlier = earlier_results(args.merge, users, args.eval_seed)
+        except (OSError, ValueError, KeyError) as e:
+            p.error(f"{args.merge}: {e!r}" if isinstance(e, KeyError) else str(e))
+        info["merged"] = str(args.merge)
     harness = None
-    for seed in (int(s) for s in args.seeds.split(",")):
+    for seed in seeds:
         harness = Harness(args, seed)
         for system in systems:
             result = harness.run(system)
             if result is not None:
                 results[system].append(result)
     results = {s: runs for s, runs in results.items() if runs}
+    # the earlier rows first, in their order; a system run now replaces its earlier row
+    results = {s: runs for s, runs in earlier.items() if s not in results} | results
     if not results:
         p.error(f"no finished results in {args.work_dir} for these systems and seeds")
     name = harness.dataset.name

@@ -125,6 +125,28 @@ def test_quality_ranks_every_system_on_the_same_users(tmp_path):
     rows = json.loads((out / "quality-scientific-tiny.json").read_text())["systems"]
     assert {s: r["seeds"] for s, r in rows.items()} == {s: [0] for s in table}
     assert not (work / "store-seed1").exists()
+    # --merge: a new system's row beside an earlier report's rows, rebuilt from their ranks
+    merged_out = tmp_path / "merged"
+    merge = [*cmd[:5], "popular", "--test-users", "16", "--work-dir", str(tmp_path / "work2")]
+    merge += ["--output-dir", str(merged_out), "--merge", str(out / "quality-scientific-tiny.json")]
+    proc = subprocess.run(merge, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    merged = json.loads((merged_out / "quality-scientific-tiny.json").read_text())["systems"]
+    timing = ("seconds", "eval_seconds")  # popular ran again: its metrics, not its time, agree
+    for system, row in rows.items():
+        assert {k: v for k, v in merged[system].items() if k not in timing} == {
+            k: v for k, v in row.items() if k not in timing
+        }, system
+    assert merged["store"] == rows["store"]
+    assert (
+        "quality-scientific-tiny.json` (same users"
+        in (merged_out / "quality-scientific-tiny.md").read_text()
+    )
+    # an earlier report of other users cannot be merged: its paired tests would compare others
+    other = [a if a != "16" else "8" for a in merge]
+    proc = subprocess.run(other, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "ranked other test users" in proc.stderr
+    assert "popular, seed 0: started" not in proc.stderr  # refused before anything ran
 
 
 def test_packing_benchmark_prints_both_ratios(tmp_path):
