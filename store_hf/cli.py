@@ -145,12 +145,10 @@ def _run_folder_config(folder: Path) -> RunConfig:
 
 
 def _print_table(out_dir: Path) -> None:
-    from .files import read_json
-    from .report import metrics_table
+    from .report import metrics_summary
 
-    summary = read_json(out_dir / "metrics.json", hint=f"run `store-hf report {out_dir} --force`")
-    print(metrics_table(summary["systems"]))
-    print(summary["note"])
+    hint = f"run `store-hf report {out_dir} --force`"
+    print(metrics_summary(out_dir / "metrics.json", hint))
 
 
 def _run(args: argparse.Namespace) -> int:

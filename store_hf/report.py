@@ -30,6 +30,16 @@ def metrics_table(systems: dict[str, dict[str, float]], ks: tuple[int, ...] = TA
     return "\n".join(lines)
 
 
+def metrics_summary(path: Path, hint: str) -> str:
+    """The metrics table and its evaluation note (Markdown) of a report's ``metrics.json`` at
+    ``path``; a corrupt or incomplete file raises naming it and ``hint`` (what redoes it)."""
+    summary = read_json(path, hint=hint)
+    try:
+        return metrics_table(summary["systems"]) + "\n\n" + summary["note"]
+    except (KeyError, TypeError) as e:
+        raise ValueError(f"{path}: not a run report's metrics ({e!r}); {hint}") from None
+
+
 def _read(path: Path) -> Any:
     """A stage's JSON file (``<out>/<stage>/<name>.json``); a corrupt one names the command
     that redoes its stage."""

@@ -41,9 +41,8 @@ SPACE_REQUIREMENTS = ("gradio>=6,<7", "torch>=2.1", "transformers>=5,<6", "numpy
 def run_app_data(run_dir: str | os.PathLike) -> AppData:
     """The :class:`AppData` of a finished run folder: titles from its dataset, the test users
     its evaluate stage ranks (same draw), its report's metrics table and plots."""
-    from .files import read_json
     from .pipeline import Pipeline
-    from .report import metrics_table
+    from .report import metrics_summary
     from .run_config import RunConfig
 
     run_dir = Path(run_dir)
@@ -59,10 +58,8 @@ def run_app_data(run_dir: str | os.PathLike) -> AppData:
     data = AppData(titles=titles, test_users=users, source=f"run {run_dir}")
     report = run_dir / "report"
     if (report / "metrics.json").is_file():
-        summary = read_json(
-            report / "metrics.json", hint=f"run `store-hf report {run_dir} --force`"
-        )
-        data.metrics_markdown = metrics_table(summary["systems"]) + "\n\n" + summary.get("note", "")
+        hint = f"run `store-hf report {run_dir} --force`"
+        data.metrics_markdown = metrics_summary(report / "metrics.json", hint)
     data.plots = sorted(str(p) for p in report.glob("*.png"))
     return data
 

@@ -61,6 +61,23 @@ def test_a_second_run_skips_finished_stages(tiny_run, caplog):
     assert sum("already done" in r.message for r in caplog.records) == len(STAGES)
 
 
+def test_the_run_prints_the_reports_table_and_note(tiny_run, tmp_path, capsys):
+    from store_hf.report import metrics_summary
+
+    out, args = tiny_run
+    summary = json.loads((out / "metrics.json").read_text())
+    text = metrics_summary(out / "report" / "metrics.json", hint="redo")
+    assert text.startswith("| system |") and text.endswith(summary["note"])
+    assert "| STORE |" in text and "| MostPopular |" in text
+    capsys.readouterr()
+    assert main(args) == 0
+    assert text in capsys.readouterr().out  # what `store-hf run` prints; the app shows the same
+    broken = tmp_path / "metrics.json"
+    broken.write_text(json.dumps({"systems": summary["systems"]}))  # no note
+    with pytest.raises(ValueError, match=rf"{broken}.*'note'.*redo"):
+        metrics_summary(broken, hint="redo")
+
+
 def test_one_stage_can_be_redone_alone(tiny_run):
     out, args = tiny_run
     rec = (out / "recommender" / "stage.json").stat().st_mtime_ns
