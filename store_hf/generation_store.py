@@ -14,9 +14,14 @@ import math
 from dataclasses import dataclass
 
 import torch
+from transformers.modeling_outputs import CausalLMOutputWithPast
 from transformers.utils import ModelOutput
 
 from .prompts import left_pad
+
+#: The KV cache's name in forward arguments and outputs: transformers 5.24 renamed
+#: ``past_key_values`` to ``cache`` (the old name warns, and goes in 5.40).
+CACHE = "cache" if "cache" in CausalLMOutputWithPast.__dataclass_fields__ else "past_key_values"
 
 
 @dataclass
@@ -40,7 +45,7 @@ def _next_code_logprobs(model, lo: int, **inputs) -> tuple[torch.Tensor, object]
     the ``k`` code tokens starting at ``lo``: ``(rows, k)``, and the updated KV cache."""
     out = model(**inputs, use_cache=True, logits_to_keep=1)
     logp = torch.log_softmax(out.logits[:, -1].float(), dim=-1)
-    return logp[:, lo : lo + model.config.codebook_size], out.past_key_values
+    return logp[:, lo : lo + model.config.codebook_size], getattr(out, CACHE)
 
 
 @torch.no_grad()
@@ -102,7 +107,7 @@ def constrained_beam_search(
             input_ids=tokens,
             attention_mask=mask,
             position_ids=position + (depth - 1),
-            past_key_values=cache,
+            cache=cache,
         )
         step = step.masked_fill(~allowed(codes.reshape(batch * nb, depth)), -math.inf)
         total = (beam_scores.reshape(-1, 1) + step).reshape(batch, nb * k)

@@ -25,6 +25,7 @@ from transformers.utils import ModelOutput
 
 from .configuration_store import StoreConfig
 from .generation_store import (
+    CACHE,
     RecommendationOutput,
     constrained_beam_search,
     recommend_items,
@@ -585,12 +586,13 @@ class StoreForGenerativeRec(StorePreTrainedModel, GenerationMixin):
         input_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        past_key_values=None,
+        cache=None,
         inputs_embeds: torch.FloatTensor | None = None,
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
         num_items_in_batch: int | torch.Tensor | None = None,
+        past_key_values=None,
         **kwargs,
     ) -> CausalLMOutputWithPast:
         """Causal-LM forward over the extended vocabulary.
@@ -601,19 +603,22 @@ class StoreForGenerativeRec(StorePreTrainedModel, GenerationMixin):
                 is predicted from positions ``< t``. With labels, only labelled positions go
                 through the LM head and ``logits`` is ``None`` (training never needs them).
             logits_to_keep: as in transformers' causal LMs (``generate`` passes 1).
+            cache: the backbone's KV cache (``past_key_values``: its name before transformers
+                5.24, accepted too).
 
         Returns:
             ``CausalLMOutputWithPast`` with ``logits`` ``(B, L', vocab + v * k)``.
         """
-        if position_ids is None and attention_mask is not None and past_key_values is None:
+        cache = cache if cache is not None else past_key_values
+        if position_ids is None and attention_mask is not None and cache is None:
             position_ids = (attention_mask.long().cumsum(-1) - 1).clamp_min(0)
         out = self.backbone.base_model(
             input_ids=input_ids,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
+            **{CACHE: cache},
             **kwargs,
         )
         states = out.last_hidden_state
@@ -629,7 +634,7 @@ class StoreForGenerativeRec(StorePreTrainedModel, GenerationMixin):
         return CausalLMOutputWithPast(
             loss=loss,
             logits=logits,
-            past_key_values=out.past_key_values,
+            **{CACHE: getattr(out, CACHE)},
             hidden_states=getattr(out, "hidden_states", None),
             attentions=getattr(out, "attentions", None),
         )
