@@ -20,7 +20,6 @@ OUTPUT_DIR/codes.npy, OUTPUT_DIR/metrics.json.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import logging
@@ -30,22 +29,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import set_seed
 
-from store_hf.baselines import MostPopular
+from store_hf.baselines.script import KS, baseline_parser, best_epoch, finish, start
 from store_hf.baselines.text_encoder import DEFAULT_MODEL, encode_texts, item_texts
 from store_hf.baselines.tiger import TIGER, TIGERConfig
-from store_hf.data import (
-    EVAL_SEED,
-    leave_one_out,
-    load_dataset_or_embedded,
-    sample_users,
-)
-from store_hf.files import write_json_atomic
 from store_hf.metrics import ranking_metrics
 from store_hf.semantic_ids.rqvae import RQVAE, RQVAEConfig
 
-KS = (1, 5, 10, 20)
 #: ``paper``: TIGER's T5 (4 + 4 layers, 6 heads of 64) with d_ff 512; ``cpu``: 2 + 2 layers,
 #: 4 heads of 32, d_ff 256, about 5x less compute per token, for runs on a small CPU.
 SIZES = {
@@ -68,16 +58,9 @@ def item_embeddings(dataset, model: str, out: Path, batch_size: int, device: str
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument(
-        "--dataset", help="dataset folder (default: the embedded Amazon Scientific set)"
-    )
-    parser.add_argument("--output-dir", required=True)
+    parser = baseline_parser(__doc__)
     parser.add_argument("--epochs", type=int, default=30, help="upper bound for the T5")
     parser.add_argument("--patience", type=int, default=4)
-    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--size", choices=sorted(SIZES), default="paper")
     parser.add_argument("--lr", type=float, help="T5 learning rate (default: the size's)")
     parser.add_argument("--batch-size", type=int, default=256)
@@ -87,30 +70,9 @@ def main() -> None:
     parser.add_argument(
         "--valid-max-users", type=int, default=1000, help="validation sample for early stopping"
     )
-    parser.add_argument(
-        "--max-test-users", type=int, help="evaluate a seeded random sample of the test users"
-    )
-    parser.add_argument(
-        "--eval-seed",
-        type=int,
-        default=EVAL_SEED,
-        help="seed of the test (and validation) user sample, fixed apart from --seed so that "
-        "every system and training seed is ranked on the same users",
-    )
     parser.add_argument("--rqvae-epochs", type=int, default=RQVAEConfig.epochs)
     parser.add_argument("--text-model", default=DEFAULT_MODEL)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument(
-        "--threads", type=int, help="torch CPU threads (1 is fastest on a small, busy machine)"
-    )
     args = parser.parse_args()
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    logging.getLogger("datasets").setLevel(logging.WARNING)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    set_seed(args.seed)  # torch, numpy and random, before anything is built
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     seconds: dict[str, float] = {}
@@ -120,8 +82,8 @@ def main() -> None:
         logging.info("%s done in %.1f s", name, seconds[name])
 
     started = t = time.perf_counter()
-    dataset = load_dataset_or_embedded(args.dataset)
-    splits = leave_one_out(dataset, max_history=args.max_history)
+    data = start(args, max_history=args.max_history)  # seeded before anything is built
+    dataset, splits, test = data.dataset, data.splits, data.test
     lap("load_and_split", t)
 
     t = time.perf_counter()
@@ -160,33 +122,15 @@ def main() -> None:
     model.save(out / "model")
 
     t = time.perf_counter()
-    # the same users as `store-hf evaluate` and benchmarks/quality.py for the same eval seed
-    test = sample_users(splits["test"], args.max_test_users, args.eval_seed)
     users = test["user_id"] if config.num_user_tokens else None
     ranks = model.rank_targets(test["history"], test["target"], users, max(max(KS), args.num_beams))
-    tiger_metrics = ranking_metrics(ranks, KS)
     lap("test_beam_search", t)
-    popular = MostPopular().fit(splits["train"], item_ids=dataset.item_ids)
-    popular_metrics = ranking_metrics(popular.rank_targets(test["history"], test["target"]), KS)
 
-    best = max(
-        (e for e in model.fit_log if e.get("best")),
-        key=lambda e: e["epoch"],
-        default=model.fit_log[-1],
-    )
+    best = best_epoch(model.fit_log)
     report = {
-        "dataset": dataset.name,
-        "items": dataset.num_items,
-        "users": dataset.num_users,
-        "test_users_evaluated": len(test),
-        "test_users_total": len(splits["test"]),
-        "test_users_note": (
-            "all test users"
-            if len(test) == len(splits["test"])
-            else f"seeded random sample (eval seed {args.eval_seed}) of {len(test)} test users"
-        ),
-        "tiger": tiger_metrics,
-        "most_popular": popular_metrics,
+        **data.summary(args.eval_seed),
+        "tiger": ranking_metrics(ranks, KS),
+        "most_popular": data.popular_metrics(),
         "semantic_ids": rq_report,
         "t5_parameters": sum(p.numel() for p in model.model.parameters()),
         "t5_best_epoch": best["epoch"],
@@ -198,9 +142,7 @@ def main() -> None:
         "seconds": seconds | {"total": round(time.perf_counter() - started, 1)},
         "torch_threads": torch.get_num_threads(),
     }
-    write_json_atomic(out / "ranks.json", {"user_id": list(test["user_id"]), "ranks": ranks})
-    write_json_atomic(out / "metrics.json", report)
-    print(json.dumps(report, indent=1))
+    finish(out, data, ranks, report)
 
 
 if __name__ == "__main__":
