@@ -511,7 +511,7 @@ def markdown(info: dict, table: dict, title: str, reference: str | None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _settings(text: str) -> dict:
+def parse_settings(text: str) -> dict:
     """``key=value,...`` -> a dict, values read as JSON where they parse (numbers, null)."""
     out = {}
     for pair in filter(None, text.split(",")):
@@ -546,7 +546,7 @@ def main() -> None:
     )
     p.add_argument(
         "--recommender",
-        type=_settings,
+        type=parse_settings,
         default={},
         help="recommender settings of the STORE systems over the preset's, e.g. "
         "'num_epochs=0.25,early_stopping_metric=loss' (part of their run identity)",

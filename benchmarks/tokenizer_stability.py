@@ -3,6 +3,8 @@
     python benchmarks/tokenizer_stability.py --preset full --seeds 0,1,2
     python benchmarks/tokenizer_stability.py --preset full --seeds 0,1,2 \\
         --reuse runs/quality-full/store-seed0        # a finished run's tokenizer stands in
+    python benchmarks/tokenizer_stability.py --preset cpu --tokenizer max_items=512 \\
+        --name cpu-512-items                         # the preset with other tokenizer settings
 
 Runs the tokenizer stage of ``store-hf run --preset P --seed S`` for every seed (in
 ``WORK_DIR/<preset>-seed<S>``; a finished stage is not computed again, and a run folder given
@@ -26,14 +28,23 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.machine import machine_info  # noqa: E402
+from benchmarks.quality import parse_settings  # noqa: E402
 from store_hf.files import atomic_write, read_json, write_json_atomic  # noqa: E402
 from store_hf.pipeline import Pipeline, RunConfig  # noqa: E402
 
 
-def tokenizer_stage(preset: str, seed: int, work_dir: Path, reuse: list[Path]) -> dict:
-    """The tokenizer stage's ``stage.json`` for ``preset`` and ``seed`` (computed if needed)."""
+def tokenizer_stage(
+    preset: str, seed: int, work_dir: Path, reuse: list[Path], settings: dict, name: str
+) -> dict:
+    """The tokenizer stage's ``stage.json`` for ``preset`` and ``seed``, the preset's tokenizer
+    settings overridden by ``settings`` (computed if needed, in ``WORK_DIR/<name>-seed<S>``)."""
     config = RunConfig.from_dict(
-        {"output_dir": str(work_dir / f"{preset}-seed{seed}"), "preset": preset, "seed": seed}
+        {
+            "output_dir": str(work_dir / f"{name}-seed{seed}"),
+            "preset": preset,
+            "seed": seed,
+            "tokenizer": settings,
+        }
     )
     pipeline = Pipeline(config)
     for source in reuse:
@@ -52,15 +63,25 @@ def main() -> None:
     p.add_argument("--seeds", default="0,1,2", help="comma-separated")
     p.add_argument("--work-dir", type=Path, default=ROOT / "runs" / "tokenizer-stability")
     p.add_argument("--reuse", type=Path, nargs="*", default=[], help="finished run folders")
+    p.add_argument(
+        "--tokenizer",
+        type=parse_settings,
+        default={},
+        help="tokenizer settings over the preset's, e.g. 'max_items=512'",
+    )
+    p.add_argument("--name", help="results and run folders' name (default: the preset's)")
     p.add_argument("--output-dir", type=Path, default=ROOT / "benchmarks" / "results")
     args = p.parse_args()
+    name = args.name or args.preset
+    if args.tokenizer and not args.name:
+        p.error("--tokenizer changes the preset's settings: give the results a --name")
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
 
     rows = []
     for seed in (int(s) for s in args.seeds.split(",")):
-        stage = tokenizer_stage(args.preset, seed, args.work_dir, args.reuse)
+        stage = tokenizer_stage(args.preset, seed, args.work_dir, args.reuse, args.tokenizer, name)
         before, after = stage["dense_information_before"], stage["dense_information_after"]
         rows.append(
             {
@@ -77,6 +98,7 @@ def main() -> None:
     gaps = [r["after"]["gap"] for r in rows]
     summary = {
         "preset": args.preset,
+        "tokenizer_settings": args.tokenizer,
         "seeds": [r["seed"] for r in rows],
         "gap_after_mean": statistics.mean(gaps),
         "gap_after_std": statistics.stdev(gaps) if len(gaps) > 1 else 0.0,
@@ -85,7 +107,9 @@ def main() -> None:
         "machine": machine_info(),
     }
     lines = [
-        f"# Dense tokenizer stability: `{args.preset}` preset, seeds {args.seeds}",
+        f"# Dense tokenizer stability: `{args.preset}` preset"
+        + (f" with {args.tokenizer}" if args.tokenizer else "")
+        + f", seeds {args.seeds}",
         "",
         f"`{summary['machine']['command']}`. Held-out items: {rows[0]['eval_items']}; "
         "loss = the task block's target loss (nats per token) with the item's own dense tokens "
@@ -106,8 +130,8 @@ def main() -> None:
         "",
     ]
     args.output_dir.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(args.output_dir / f"tokenizer-stability-{args.preset}.json", summary)
-    atomic_write(args.output_dir / f"tokenizer-stability-{args.preset}.md", "\n".join(lines))
+    write_json_atomic(args.output_dir / f"tokenizer-stability-{name}.json", summary)
+    atomic_write(args.output_dir / f"tokenizer-stability-{name}.md", "\n".join(lines))
     print("\n".join(lines))
 
 

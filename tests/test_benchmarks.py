@@ -161,3 +161,33 @@ def test_packing_benchmark_prints_both_ratios(tmp_path):
     assert report["ratios"]["tokens"] > 3  # wall time on a tiny model is overhead: only > 0
     assert math.isfinite(report["ratios"]["wall_time"]) and report["ratios"]["wall_time"] > 0
     assert "Per-prefix / packed" in (tmp_path / "packing.md").read_text()
+
+
+def test_tokenizer_stability_reports_every_seeds_gap(tmp_path):
+    cmd = [sys.executable, "benchmarks/tokenizer_stability.py", "--preset", "tiny"]
+    cmd += ["--seeds", "0,1", "--work-dir", str(tmp_path / "work")]
+    cmd += ["--output-dir", str(tmp_path), "--tokenizer", "max_items=48", "--name", "tiny-48"]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads((tmp_path / "tokenizer-stability-tiny-48.json").read_text())
+    assert report["seeds"] == [0, 1] and report["tokenizer_settings"] == {"max_items": 48}
+    gaps = []
+    for row in report["rows"]:
+        # what the tokenizer stage measured on its held-out items, per seed
+        stage = json.loads(
+            (
+                tmp_path / "work" / f"tiny-48-seed{row['seed']}" / "tokenizer" / "stage.json"
+            ).read_text()
+        )
+        assert row["after"] == stage["dense_information_after"]
+        assert row["train_items"] == stage["train_items"] <= 48
+        after = row["after"]
+        assert after["gap"] == pytest.approx(after["loss_other"] - after["loss_own"])
+        gaps.append(after["gap"])
+    assert report["gap_after_min"] == min(gaps)
+    assert report["gap_after_mean"] == pytest.approx(sum(gaps) / 2)
+    md = (tmp_path / "tokenizer-stability-tiny-48.md").read_text()
+    assert "{'max_items': 48}" in md and "| 1 |" in md
+    # other settings than the preset's need their own name, or they would overwrite its results
+    bad = subprocess.run(cmd[:-2], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "--name" in bad.stderr
