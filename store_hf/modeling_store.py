@@ -457,6 +457,10 @@ class StoreForGenerativeRec(StorePreTrainedModel, GenerationMixin):
         if config.lora_active:
             inject_lora(self.backbone, config, self._trainable_names)
         self.post_init()
+        # A tied head's rows are saved once, with the input embedding. Declared here, the
+        # Trainer's reload of the best checkpoint re-ties them instead of reporting them missing.
+        self._keys_to_ignore_on_save = list(getattr(self, "all_tied_weights_keys", None) or ())
+        self._keys_to_ignore_on_save = self._keys_to_ignore_on_save or None
 
     # ------------------------------------------------------------------ set-up
     @classmethod

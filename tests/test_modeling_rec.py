@@ -182,6 +182,14 @@ def test_tie_or_its_absence_survives_save_and_load(tmp_path, tied):
     torch.testing.assert_close(head.code_rows, rec.get_output_embeddings().code_rows)
     torch.testing.assert_close(emb.code_weight, rec.get_input_embeddings().code_weight)
     assert torch.equal(back.item_codes, rec.item_codes)
+    # what the Trainer does with the best checkpoint: a tied head's rows are the only keys the
+    # file lacks, and the model declares them (re-tied, not reported missing)
+    from safetensors.torch import load_file
+
+    loaded = rec.load_state_dict(load_file(tmp_path / "model.safetensors"), strict=False)
+    assert not loaded.unexpected_keys
+    assert loaded.missing_keys == (rec._keys_to_ignore_on_save or [])
+    assert bool(loaded.missing_keys) == tied
 
 
 REMOTE = """
