@@ -194,7 +194,9 @@ def train_recommender(
     else:
         rec_train = data.recommendation(train_rows)
     # validation loss does not depend on the order: sorted, its batches carry little padding
-    rec_valid = data.recommendation(valid_rows).sort("length")
+    # (a stable argsort: Dataset.sort makes pyarrow warn of a deprecated option on every run)
+    rec_valid = data.recommendation(valid_rows)
+    rec_valid = rec_valid.select(np.argsort(np.asarray(rec_valid["length"]), kind="stable"))
     joint = [rec_train]
     if settings.alignment:
         if settings.alignment_items == "all":
