@@ -172,16 +172,9 @@ class Harness:
 
     def _aligned(self, ranks: dict, source: Path, system: str | None = None) -> list[int]:
         """The ranks of a ``ranks.json`` (those of ``system`` where it holds several) in the
-        harness' test-user order; the users must be the harness' users, or the paired tests
-        would compare different people."""
-        if sorted(ranks["user_id"]) != sorted(self.test["user_id"]):
-            raise RuntimeError(
-                f"{source}: ranked other test users than the harness ({len(ranks['user_id'])} "
-                f"vs {len(self.test)}); rerun it with the same --test-users and --eval-seed"
-            )
+        harness' test-user order."""
         values = ranks["ranks"][system] if system else ranks["ranks"]
-        by_user = dict(zip(ranks["user_id"], values))
-        return [int(by_user[u]) for u in self.test["user_id"]]
+        return in_user_order(ranks["user_id"], values, list(self.test["user_id"]), source)
 
     def _store_run(self, system: str, semantic_ids: str = "store") -> dict:
         """A whole pipeline run, scored as ``store-hf evaluate`` scores it (item trie)."""
@@ -372,6 +365,18 @@ def aggregate(results: dict[str, list[dict]], reference: str | None) -> dict[str
     return table
 
 
+def in_user_order(saved_users: list, values: list, users: list, source: Path) -> list[int]:
+    """``values`` (one per user of ``saved_users``) in the order of ``users``; both must be the
+    same users, or the paired tests would compare different people."""
+    if sorted(saved_users) != sorted(users):
+        raise RuntimeError(
+            f"{source}: ranked other test users than the harness ({len(saved_users)} vs "
+            f"{len(users)}); rerun it with the same --test-users and --eval-seed"
+        )
+    by_user = dict(zip(saved_users, values))
+    return [int(by_user[u]) for u in users]
+
+
 def earlier_results(path: Path, user_ids: list, eval_seed: int) -> dict[str, list[dict]]:
     """The per-seed results of an earlier report ``path`` (``quality-*.json``, its per-user
     ranks in ``quality-*-ranks.json`` beside it), in the form :meth:`Harness.run` returns.
@@ -382,25 +387,23 @@ def earlier_results(path: Path, user_ids: list, eval_seed: int) -> dict[str, lis
     ranks_path = path.with_name(path.stem + "-ranks.json")
     for f in (path, ranks_path):
         if not f.is_file():
-            raise FileNotFoundError(f"--merge: {f} does not exist")
+            raise FileNotFoundError(f"{f} does not exist")
     table = json.loads(path.read_text())["systems"]
     saved = json.loads(ranks_path.read_text())
-    if saved["eval_seed"] != eval_seed or sorted(saved["user_id"]) != sorted(user_ids):
+    if saved["eval_seed"] != eval_seed:
         raise ValueError(
-            f"--merge: {ranks_path} ranked other test users (eval seed {saved['eval_seed']}, "
-            f"{len(saved['user_id'])} users) than this run (eval seed {eval_seed}, "
-            f"{len(user_ids)} users)"
+            f"{ranks_path} ranked other test users (eval seed {saved['eval_seed']}) "
+            f"than this run (eval seed {eval_seed})"
         )
     results: dict[str, list[dict]] = {}
     for system, by_seed in saved["ranks"].items():
         row = table.get(system)
         if row is None:
-            raise ValueError(f"--merge: {ranks_path} has ranks of {system!r}, {path} no row")
+            raise ValueError(f"{ranks_path} has ranks of {system!r}, {path} no row")
         runs = []
         for seed, ranks in by_seed.items():
             i = row["seeds"].index(int(seed))
-            by_user = dict(zip(saved["user_id"], ranks))
-            ordered = np.asarray([by_user[u] for u in user_ids])
+            ordered = np.asarray(in_user_order(saved["user_id"], ranks, user_ids, ranks_path))
             metrics = {m: float(per_user_metric(ordered, m).mean()) for m in METRICS}
             runs.append(
                 {
@@ -416,9 +419,7 @@ def earlier_results(path: Path, user_ids: list, eval_seed: int) -> dict[str, lis
         for m in METRICS:  # the ranks are those the table was computed from
             mean = statistics.fmean(r["metrics"][m] for r in runs)
             if not np.isclose(mean, row[m], rtol=0, atol=1e-9):
-                raise ValueError(
-                    f"--merge: {system} {m} from {ranks_path} is {mean}, {path} {row[m]}"
-                )
+                raise ValueError(f"{system} {m} from {ranks_path} is {mean}, {path} {row[m]}")
         results[system] = runs
     return results
 
@@ -583,16 +584,17 @@ def main() -> None:
     results: dict[str, list[dict]] = {s: [] for s in systems}
     seeds = [int(s) for s in args.seeds.split(",")]
     earlier: dict[str, list[dict]] = {}
+    harness = Harness(args, seeds[0])
     if args.merge:  # checked before anything trains
-        users = list(Harness(args, seeds[0]).test["user_id"])
+        users = list(harness.test["user_id"])
         try:
             earlier = earlier_results(args.merge, users, args.eval_seed)
-        except (OSError, ValueError, KeyError) as e:
-            p.error(f"{args.merge}: {e!r}" if isinstance(e, KeyError) else str(e))
+        except (OSError, ValueError, RuntimeError, KeyError) as e:
+            p.error(f"{args.merge}: {e!r}" if isinstance(e, KeyError) else f"--merge: {e}")
         info["merged"] = str(args.merge)
-    harness = None
     for seed in seeds:
-        harness = Harness(args, seed)
+        if seed != harness.seed:
+            harness = Harness(args, seed)
         for system in systems:
             result = harness.run(system)
             if result is not None:
