@@ -459,8 +459,9 @@ class StoreForGenerativeRec(StorePreTrainedModel, GenerationMixin):
         self.post_init()
         # A tied head's rows are saved once, with the input embedding. Declared here, the
         # Trainer's reload of the best checkpoint re-ties them instead of reporting them missing.
-        self._keys_to_ignore_on_save = list(getattr(self, "all_tied_weights_keys", None) or ())
-        self._keys_to_ignore_on_save = self._keys_to_ignore_on_save or None
+        self._keys_to_ignore_on_save = (
+            list(getattr(self, "all_tied_weights_keys", None) or ()) or None
+        )
 
     # ------------------------------------------------------------------ set-up
     @classmethod
