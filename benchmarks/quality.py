@@ -53,6 +53,7 @@ import statistics
 import subprocess
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -64,7 +65,9 @@ sys.path.insert(0, str(ROOT))  # ``benchmarks`` (no __init__) imports as a names
 from benchmarks.machine import machine_info  # noqa: E402
 from store_hf.backbones import resolve_bf16  # noqa: E402
 from store_hf.data import (  # noqa: E402
+    CONFIRMATION_SEED,
     EVAL_SEED,
+    confirmation_sample,
     leave_one_out,
     load_dataset_or_embedded,
     sample_users,
@@ -97,23 +100,63 @@ METRICS = [f"{m}@{k}" for m in ("recall", "ndcg") for k in KS]
 logger = logging.getLogger("quality")
 
 
+VARIANTS = {  # ranks key of a result -> how the history is treated
+    "ranks": "history items kept",
+    "ranks_excluding_history": "history items excluded",
+}
+
+
+class ResultMismatch(ValueError):
+    """A saved result was computed for another run than the one asked for."""
+
+
 class Harness:
-    """Runs the systems for one seed; each ``system_<name>`` returns the metrics, the command
-    that reproduces them and the seconds it took."""
+    """Runs the systems for one seed; each ``system_<name>`` returns both variants of the
+    per-user ranks (``VARIANTS``), the command that reproduces them and the seconds it took."""
 
     def __init__(self, args: argparse.Namespace, seed: int) -> None:
         self.args, self.seed = args, seed
         self.preset = get_preset(args.preset)
         self.test_users = None if args.test_users == 0 else args.test_users
         self.dataset = load_dataset_or_embedded(args.dataset)
-        max_history = self.preset.recommender.max_history
-        self.splits = leave_one_out(self.dataset, max_history=max_history)
-        # the users `store-hf evaluate` ranks: drawn with the fixed evaluation seed, the same
-        # for every system and training seed
-        self.test = sample_users(self.splits["test"], self.test_users, args.eval_seed)
+        self.splits = self._splits(self.preset.recommender.max_history)
+        if args.final:  # users no tuning round has looked at (store_hf.data.confirmation_sample)
+            self.test = confirmation_sample(self.splits["test"], args.test_users or 2000)
+            self.sample = f"confirmation (seed {CONFIRMATION_SEED}, {len(self.test)} users)"
+        else:
+            # the users `store-hf evaluate` ranks: drawn with the fixed evaluation seed, the
+            # same for every system and training seed
+            self.test = sample_users(self.splits["test"], self.test_users, args.eval_seed)
+            self.sample = f"eval seed {args.eval_seed}, {len(self.test)} users"
+
+    def _splits(self, max_history: int) -> dict:
+        return leave_one_out(self.dataset, max_history=max_history)
+
+    def rows(self, max_history: int):
+        """The test users' rows with histories cut to ``max_history`` items (each system is
+        given the history it was trained to read), in the order of ``self.test``."""
+        if max_history == self.preset.recommender.max_history:
+            return self.test
+        split = self._splits(max_history)["test"]
+        index = {u: i for i, u in enumerate(split["user_id"])}
+        return split.select([index[u] for u in self.test["user_id"]])
 
     def folder(self, system: str) -> Path:
         return self.args.work_dir / f"{system}-seed{self.seed}"
+
+    def identity(self, system: str) -> dict:
+        """What a saved result must match to stand in for this run of ``system``."""
+        ident = {
+            "system": system,
+            "seed": self.seed,
+            "sample": self.sample,
+            "dataset": [self.dataset.name, self.dataset.num_items, self.dataset.num_users],
+        }
+        if system.startswith("store") or system in ("lcrec", "tiger-llm"):
+            ident |= {"preset": self.args.preset, "recommender": self.args.recommender}
+        if system == "tiger":
+            ident["tiger_size"] = self.args.tiger_size
+        return ident
 
     # -- STORE and its ablations
     def _run_config(self, system: str, semantic_ids: str = "store", **recommender) -> RunConfig:
@@ -160,15 +203,36 @@ class Harness:
         seconds = sum(json.loads((out / s / "stage.json").read_text())["seconds"] for s in own)
         return pipeline, seconds
 
-    def _evaluated(self, out: Path) -> dict:
-        """Metrics, evaluation time and per-user ranks of a finished pipeline run."""
-        metrics = json.loads((out / "evaluate" / "metrics.json").read_text())["systems"]["STORE"]
-        ranks = json.loads((out / "evaluate" / "ranks.json").read_text())
-        return {
-            "metrics": metrics,
-            "eval_seconds": metrics.get("seconds"),
-            "ranks": self._aligned(ranks, out, "STORE"),
-        }
+    def _ranked(self, pipeline: Pipeline, mode: str = "trie") -> dict:
+        """Both variants of the ranks of the run's recommender on the harness' users, ranked
+        as the evaluate stage ranks (precision, beams); the kept-history ranks of the trie are
+        the evaluate stage's own where it ranked these users."""
+        from store_hf.evaluation import rank_targets
+
+        settings = self.preset.recommender
+        t0 = time.perf_counter()
+        model = None
+        ranks = {}
+        for key in VARIANTS:
+            exclude = key != "ranks"
+            saved = pipeline.out / "evaluate" / "ranks.json"
+            if not exclude and mode == "trie" and not self.args.final and saved.is_file():
+                ranks[key] = self._aligned(json.loads(saved.read_text()), saved, "STORE")
+                continue
+            if model is None:
+                model = pipeline.load_recommender()
+                if resolve_bf16(settings.eval_bf16):  # as the evaluate stage ranks
+                    model = model.to(torch.bfloat16)
+            ranks[key] = rank_targets(
+                model,
+                self.test,
+                k=max(KS),
+                num_beams=max(settings.num_beams, max(KS)),
+                batch_size=settings.eval_batch_size,
+                mode=mode,
+                exclude_history=exclude,
+            ).tolist()
+        return {**ranks, "eval_seconds": time.perf_counter() - t0}
 
     def _aligned(self, ranks: dict, source: Path, system: str | None = None) -> list[int]:
         """The ranks of a ``ranks.json`` (those of ``system`` where it holds several) in the
@@ -176,53 +240,26 @@ class Harness:
         values = ranks["ranks"][system] if system else ranks["ranks"]
         return in_user_order(ranks["user_id"], values, list(self.test["user_id"]), source)
 
-    def _store_run(self, system: str, semantic_ids: str = "store") -> dict:
-        """A whole pipeline run, scored as ``store-hf evaluate`` scores it (item trie)."""
+    def _store_run(self, system: str, semantic_ids: str = "store", mode: str = "trie") -> dict:
+        """A whole pipeline run, its recommender ranked with the item trie (``mode="trie"``,
+        as ``store-hf evaluate`` ranks) or per position."""
         config = self._run_config(system, semantic_ids)
         pipeline, seconds = self._pipeline(config)
         command = self._store_command(config)
-        return {**self._evaluated(pipeline.out), "command": command, "seconds": seconds}
-
-    def _position_constrained(self, system: str, semantic_ids: str = "store") -> dict:
-        """The recommender of the run ``system`` with beam search constrained per position (any
-        code valid at that position, LC-Rec's soft constraint) instead of the item trie."""
-        from store_hf.evaluation import evaluate_recommender
-
-        pipeline, _ = self._pipeline(self._run_config(system, semantic_ids))
-        settings = self.preset.recommender
-        t0 = time.perf_counter()
-        model = pipeline.load_recommender()
-        if resolve_bf16(settings.eval_bf16):  # as the evaluate stage ranks
-            model = model.to(torch.bfloat16)
-        metrics = evaluate_recommender(
-            model,
-            self.test,
-            ks=KS,
-            num_beams=max(settings.num_beams, max(KS)),
-            batch_size=settings.eval_batch_size,
-            mode="position",
-            return_ranks=True,
-        )
-        ranks = metrics.pop("ranks").tolist()
-        command = f"StoreForGenerativeRec.recommend(..., mode='position') on {pipeline.out}"
-        seconds = time.perf_counter() - t0
-        return {
-            "metrics": metrics,
-            "ranks": ranks,
-            "eval_seconds": seconds,
-            "command": command,
-            "seconds": seconds,
-        }
+        if mode != "trie":
+            command = f"StoreForGenerativeRec.recommend(..., mode={mode!r}) on {pipeline.out}"
+        ranked = self._ranked(pipeline, mode)
+        return {**ranked, "command": command, "seconds": seconds + ranked["eval_seconds"]}
 
     def system_store(self) -> dict:
         return self._store_run("store")
 
     def system_store_no_cbs(self) -> dict:
-        return self._position_constrained("store")
+        return self._store_run("store", mode="position")
 
     def system_store_no_align(self) -> dict:
         base = Path(self._run_config("store").output_dir)
-        self.system_store()  # the stages to share must exist
+        self._pipeline(self._run_config("store"))  # the stages to share must exist
         config = self._run_config("store-no-align", alignment=False)
         yaml = self.folder("store-no-align").parent / "no-align.yaml"
         if not yaml.exists():
@@ -230,19 +267,23 @@ class Harness:
             yaml.write_text("recommender:\n  alignment: false\n")
         pipeline, seconds = self._pipeline(config, reuse_from=base)
         command = self._store_command(config, f" {yaml} --reuse-stages-from {base}")
-        return {**self._evaluated(pipeline.out), "command": command, "seconds": seconds}
+        ranked = self._ranked(pipeline)
+        return {**ranked, "command": command, "seconds": seconds + ranked["eval_seconds"]}
 
     def system_store_no_dt(self) -> dict:
         return self._store_run("store-no-dt", "llm-rqvae")
 
     def system_lcrec(self) -> dict:
-        return self._position_constrained("store-no-dt", "llm-rqvae")
+        return self._store_run("store-no-dt", "llm-rqvae", mode="position")
 
     def system_tiger_llm(self) -> dict:
         return self._store_run("tiger-llm", "minilm-rqvae")
 
     # -- baselines
-    def _example(self, script: str, key: str, extra: list[str]) -> dict:
+    def _example(self, script: str, key: str, extra: list[str], load) -> dict:
+        """Train with ``examples/<script>`` (once per seed: a trained model in its folder from
+        the same command is reused, e.g. by ``--final``), then rank the harness' users with the
+        saved model, both variants."""
         out = self.folder(key)
         cmd = [sys.executable, str(ROOT / "examples" / script), "--output-dir", str(out)]
         cmd += ["--seed", str(self.seed), "--eval-seed", str(self.args.eval_seed), *extra]
@@ -250,39 +291,59 @@ class Harness:
             cmd += ["--max-test-users", str(self.test_users)]
         if self.args.dataset:
             cmd += ["--dataset", self.args.dataset]
+        shown = "python " + shlex.join([os.path.relpath(cmd[1], ROOT), *cmd[2:]])
+        stamp = out / "harness-command.txt"
         t0 = time.perf_counter()
-        with open(out.parent / f"{key}-seed{self.seed}.log", "w") as log:
-            subprocess.run(cmd, check=True, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+        if self.args.force or not stamp.is_file() or stamp.read_text() != shown:
+            out.mkdir(parents=True, exist_ok=True)
+            stamp.unlink(missing_ok=True)
+            with open(out.parent / f"{key}-seed{self.seed}.log", "w") as log:
+                subprocess.run(cmd, check=True, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+            stamp.write_text(shown)
+        train_seconds = time.perf_counter() - t0
         report = json.loads((out / "metrics.json").read_text())
-        if report["test_users_evaluated"] != len(self.test):
-            raise RuntimeError(f"{script} ranked {report['test_users_evaluated']} test users, "
-                               f"the harness {len(self.test)}")  # fmt: skip
-        shown = [os.path.relpath(cmd[1], ROOT), *cmd[2:]]
-        ranks = json.loads((out / "ranks.json").read_text())
+        t1 = time.perf_counter()
+        model = load(out / "model")
+        rank = partial(_rank_variants, model, self.rows(_max_history(model)))
+        ranks = {key: rank(exclude_history=key != "ranks").tolist() for key in VARIANTS}
+        if not self.args.final and ranks["ranks"] != self._aligned(
+            json.loads((out / "ranks.json").read_text()), out
+        ):
+            raise RuntimeError(
+                f"{out}: the saved model ranks the test users otherwise than its script"
+            )
+        eval_seconds = time.perf_counter() - t1
+        recorded = report.get("seconds")  # the script's own total: stays right when reused
+        train = recorded.get("total") if isinstance(recorded, dict) else None
+        train = train or report.get("total_seconds") or train_seconds
         return {
-            "metrics": report[key],
-            "ranks": self._aligned(ranks, out),
-            "eval_seconds": report.get(
-                "eval_seconds", report.get("seconds", {}).get("test_beam_search")
-            ),
-            "command": "python " + shlex.join(shown),
-            "seconds": time.perf_counter() - t0,
+            **ranks,
+            "eval_seconds": eval_seconds,
+            "command": shown,
+            "seconds": train + eval_seconds,
         }
 
     def system_sasrec(self) -> dict:
-        return self._example("train_sasrec.py", "sasrec", ["--threads", "1"])
+        from store_hf.baselines import SASRec
+
+        return self._example("train_sasrec.py", "sasrec", ["--threads", "1"], SASRec.load)
 
     def system_tiger(self) -> dict:
-        return self._example("train_tiger.py", "tiger", ["--size", "cpu", "--threads", "1"])
+        from store_hf.baselines import TIGER
+
+        extra = ["--size", self.args.tiger_size, "--threads", "2"]
+        return self._example("train_tiger.py", "tiger", extra, TIGER.load)
 
     def _ranker(self, model, name: str) -> dict:
         t0 = time.perf_counter()
         model.fit(self.splits["train"], item_ids=self.dataset.item_ids)
         t1 = time.perf_counter()
-        ranks = model.rank_targets(self.test["history"], self.test["target"])
+        ranks = {
+            key: _rank_variants(model, self.test, exclude_history=key != "ranks").tolist()
+            for key in VARIANTS
+        }
         return {
-            "metrics": ranking_metrics(ranks, KS),
-            "ranks": ranks.tolist(),
+            **ranks,
             "eval_seconds": time.perf_counter() - t1,
             "command": f"store_hf.baselines.{name}.fit(train).rank_targets(test)",
             "seconds": time.perf_counter() - t0,
@@ -298,17 +359,28 @@ class Harness:
 
         return self._ranker(RandomRecommender(seed=self.seed), "RandomRecommender")
 
+    def result_path(self, system: str) -> Path:
+        return self.folder(system) / ("result-final.json" if self.args.final else "result.json")
+
     def run(self, system: str) -> dict | None:
-        """The system's result for this seed, from its folder if already computed (``None``
-        under ``--table-only`` when it is not)."""
-        path = self.folder(system) / "result.json"
+        """The system's result for this seed, from its folder if already computed for the same
+        identity and users (``None`` under ``--table-only`` when it is not).
+
+        Raises:
+            ResultMismatch: the saved result was computed for another run.
+        """
+        path = self.result_path(system)
         if path.is_file() and not self.args.force:
-            return json.loads(path.read_text())
+            return self.check_saved(json.loads(path.read_text()), system, path)
         if self.args.table_only:
             return None
         logger.info("%s, seed %d: started", system, self.seed)
         result = getattr(self, "system_" + system.replace("-", "_"))()
         result |= {
+            "metrics": ranking_metrics(result["ranks"], KS),
+            "metrics_excluding_history": ranking_metrics(result["ranks_excluding_history"], KS),
+            "identity": self.identity(system),
+            "provenance": provenance(),
             "seed": self.seed,
             "eval_seed": self.args.eval_seed,
             "test_users": len(self.test),
@@ -318,22 +390,95 @@ class Harness:
         logger.info("%s, seed %d: %s", system, self.seed, result["metrics"])
         return result
 
+    def check_saved(self, result: dict, system: str, path: Path) -> dict:
+        """``result`` if it was computed for this run of ``system`` on these users."""
+        expected = self.identity(system)
+        saved = result.get("identity")
+        if saved is None:
+            raise ResultMismatch(
+                f"{path} records no identity (written by an older harness); move it away or "
+                "pass --force to recompute it"
+            )
+        differ = {k: (saved.get(k), v) for k, v in expected.items() if saved.get(k) != v}
+        if differ:
+            detail = "; ".join(f"{k}: saved {a!r}, asked {b!r}" for k, (a, b) in differ.items())
+            raise ResultMismatch(f"{path} was computed for another run ({detail}); pass "
+                                 "--force to recompute it or use another --work-dir")  # fmt: skip
+        if result.get("user_id") != list(self.test["user_id"]):
+            raise ResultMismatch(
+                f"{path} ranked other test users ({len(result.get('user_id', []))} users) than "
+                f"this run ({len(self.test)}, {self.sample}); pass --force to recompute it"
+            )
+        return result
+
+
+def _max_history(model) -> int:
+    config = model.config
+    return getattr(config, "max_history", None) or config.max_len
+
+
+def _rank_variants(model, rows, exclude_history: bool) -> np.ndarray:
+    """``model.rank_targets`` of ``rows`` with or without the history excluded."""
+    return np.asarray(
+        model.rank_targets(rows["history"], rows["target"], exclude_history=exclude_history)
+    )
+
+
+def git_commit() -> str:
+    """The project's commit, ``+dirty`` when tracked files differ from it."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short=12", "HEAD"], cwd=ROOT, capture_output=True, text=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", "store_hf",
+             "benchmarks", "examples"], cwd=ROOT, capture_output=True, text=True
+        ).stdout.strip()  # fmt: skip
+    except OSError:
+        return "unknown"
+    return (head or "unknown") + ("+dirty" if dirty else "")
+
+
+def provenance() -> dict:
+    """Where and when a result was computed: machine, date, command and the project's commit."""
+    info = machine_info()
+    return {
+        "date": info["date"],
+        "machine": f"{info['cpu']}, {info['cores']} cores, GPU {info['gpu'] or 'none'}",
+        "command": info["command"],
+        "commit": git_commit(),
+    }
+
 
 PAIRED = ("recall@10", "ndcg@10")  # the metrics given intervals and paired tests
 
 
-def per_user(runs: list[dict], metric: str) -> np.ndarray:
-    """``(num_users,)`` per-user values of ``metric``, averaged over the system's seeds (every
-    seed ranks the same users, in the same order)."""
-    return np.mean([per_user_metric(np.asarray(r["ranks"]), metric) for r in runs], axis=0)
+def per_user(runs: list[dict], metric: str, key: str = "ranks") -> np.ndarray:
+    """``(num_users,)`` per-user values of ``metric`` from the ranks ``key``, averaged over the
+    system's seeds (every seed ranks the same users, in the same order)."""
+    return np.mean([per_user_metric(np.asarray(r[key]), metric) for r in runs], axis=0)
 
 
-def aggregate(results: dict[str, list[dict]], reference: str | None) -> dict[str, dict]:
-    """Per system: mean and (several seeds) standard deviation over seeds of every metric; for
-    ``PAIRED`` a 95% bootstrap interval over users and, against ``reference``, a paired
-    bootstrap of the per-user difference and (hits@10) an exact McNemar test."""
+def seed_pairs(base: list[dict], runs: list[dict]) -> list[tuple[dict, dict]]:
+    """The runs McNemar pairs: the same training seed where both systems have it, every pair of
+    seeds otherwise (a system without seeds, e.g. most-popular, against each reference seed)."""
+    same = [(b, r) for b in base for r in runs if b["seed"] == r["seed"]]
+    return same if len(same) == max(len(base), len(runs)) else [(b, r) for b in base for r in runs]
+
+
+def aggregate(
+    results: dict[str, list[dict]], reference: str | None, key: str = "ranks"
+) -> dict[str, dict]:
+    """Per system, from the ranks ``key`` (one of ``VARIANTS``): mean and (several seeds)
+    standard deviation over seeds of every metric; for ``PAIRED`` a 95% bootstrap interval over
+    users of the seed-averaged per-user values and, against ``reference``, a paired bootstrap of
+    the per-user difference (seed-averaged) and exact McNemar tests of hits@10 for every seed
+    pair (``seed_pairs``; the largest p is the row's). Systems without ranks ``key`` are left
+    out (the caller names them)."""
     table = {}
     for system, runs in results.items():
+        if not all(key in r for r in runs):
+            continue
         row = {
             "seeds": [r["seed"] for r in runs],
             "seconds": [round(r["seconds"]) for r in runs],
@@ -341,26 +486,33 @@ def aggregate(results: dict[str, list[dict]], reference: str | None) -> dict[str
                 None if r.get("eval_seconds") is None else round(r["eval_seconds"]) for r in runs
             ],
         }
+        per_seed = [ranking_metrics(r[key], KS) for r in runs]
         for m in METRICS:
-            values = [r["metrics"][m] for r in runs]
+            values = [metrics[m] for metrics in per_seed]
             row[m] = statistics.fmean(values)
             row[m + "_std"] = statistics.stdev(values) if len(values) > 1 else None
-        if all("ranks" in r for r in runs):
-            for m in PAIRED:
-                row[m + "_ci95"] = bootstrap_interval(per_user(runs, m))
+        for m in PAIRED:
+            row[m + "_ci95"] = bootstrap_interval(per_user(runs, m, key))
         row["commands"] = [r["command"] for r in runs]
+        row["provenance"] = [r.get("provenance") for r in runs]
         row["test_users"] = runs[0]["test_users"]
         table[system] = row
-    if reference in results and all("ranks" in r for r in results[reference]):
+    if reference in table:
         base = results[reference]
         for system, runs in results.items():
-            if system == reference or not all("ranks" in r for r in runs):
+            if system == reference or system not in table:
                 continue
-            paired = {}
-            for m in PAIRED:
-                paired[m] = paired_bootstrap(per_user(base, m), per_user(runs, m))
-            hits = [per_user_metric(np.asarray(r[0]["ranks"]), "recall@10") for r in (base, runs)]
-            paired["recall@10"]["mcnemar"] = mcnemar_test(hits[0], hits[1])
+            paired = {
+                m: paired_bootstrap(per_user(base, m, key), per_user(runs, m, key)) for m in PAIRED
+            }
+            tests = [
+                mcnemar_test(*(per_user_metric(np.asarray(r[key]), "recall@10") for r in pair))
+                | {"seeds": [pair[0]["seed"], pair[1]["seed"]]}
+                for pair in seed_pairs(base, runs)
+            ]
+            paired["recall@10"]["mcnemar"] = max(tests, key=lambda t: t["p_value"]) | {
+                "per_seed_pair": tests
+            }
             table[system]["versus_" + reference] = paired
     return table
 
@@ -377,51 +529,72 @@ def in_user_order(saved_users: list, values: list, users: list, source: Path) ->
     return [int(by_user[u]) for u in users]
 
 
-def earlier_results(path: Path, user_ids: list, eval_seed: int) -> dict[str, list[dict]]:
+def earlier_results(
+    path: Path, user_ids: list, eval_seed: int, setting: dict
+) -> tuple[dict[str, list[dict]], list[str]]:
     """The per-seed results of an earlier report ``path`` (``quality-*.json``, its per-user
-    ranks in ``quality-*-ranks.json`` beside it), in the form :meth:`Harness.run` returns.
+    ranks in ``quality-*-ranks.json`` beside it), in the form :meth:`Harness.run` returns, and
+    the names of its rows that cannot join (no per-user ranks).
 
-    Every metric is recomputed from the ranks and must match the earlier table, and the earlier
-    report must have ranked ``user_ids`` (in any order) with ``eval_seed``: otherwise its paired
-    tests would compare other people."""
+    Every metric is recomputed from the ranks and must match the earlier table; the earlier
+    report must have ranked ``user_ids`` (in any order) with ``eval_seed`` and, where it records
+    them, with the same ``setting`` (preset, recommender overrides, sample): otherwise its rows
+    would compare other people or another configuration. Each row keeps its own provenance
+    (the earlier report's machine, date, command and commit where the row has none)."""
     ranks_path = path.with_name(path.stem + "-ranks.json")
     for f in (path, ranks_path):
         if not f.is_file():
             raise FileNotFoundError(f"{f} does not exist")
-    table = json.loads(path.read_text())["systems"]
+    report = json.loads(path.read_text())
+    table, machine = report["systems"], report.get("machine", {})
     saved = json.loads(ranks_path.read_text())
     if saved["eval_seed"] != eval_seed:
         raise ValueError(
             f"{ranks_path} ranked other test users (eval seed {saved['eval_seed']}) "
             f"than this run (eval seed {eval_seed})"
         )
+    for name, value in setting.items():
+        earlier = machine.get(name, value if name == "recommender" else None)
+        if earlier != value:
+            raise ValueError(f"{path} was run with {name} {earlier!r}, this run with {value!r}")
+    fallback = {
+        "date": machine.get("date"),
+        "machine": f"{machine.get('cpu')}, {machine.get('cores')} cores, "
+        f"GPU {machine.get('gpu') or 'none'}",
+        "command": machine.get("command"),
+        "commit": machine.get("commit", "unrecorded"),
+    }
+    variants = {k: saved.get(k, {}) for k in VARIANTS}
     results: dict[str, list[dict]] = {}
-    for system, by_seed in saved["ranks"].items():
+    for system, by_seed in variants["ranks"].items():
         row = table.get(system)
         if row is None:
             raise ValueError(f"{ranks_path} has ranks of {system!r}, {path} no row")
         runs = []
-        for seed, ranks in by_seed.items():
+        for seed in by_seed:
             i = row["seeds"].index(int(seed))
-            ordered = np.asarray(in_user_order(saved["user_id"], ranks, user_ids, ranks_path))
-            metrics = {m: float(per_user_metric(ordered, m).mean()) for m in METRICS}
-            runs.append(
-                {
-                    "metrics": metrics,
-                    "ranks": ordered.tolist(),
-                    "seed": int(seed),
-                    "seconds": row["seconds"][i],
-                    "eval_seconds": row["eval_seconds"][i],
-                    "command": row["commands"][i],
-                    "test_users": len(user_ids),
-                }
-            )
+            run = {
+                "seed": int(seed),
+                "seconds": row["seconds"][i],
+                "eval_seconds": row["eval_seconds"][i],
+                "command": row["commands"][i],
+                "provenance": (row.get("provenance") or [None] * len(row["seeds"]))[i] or fallback,
+                "test_users": len(user_ids),
+            }
+            for key, by_system in variants.items():
+                if seed in by_system.get(system, {}):
+                    ordered = in_user_order(
+                        saved["user_id"], by_system[system][seed], user_ids, ranks_path
+                    )
+                    run[key] = ordered
+            runs.append(run)
         for m in METRICS:  # the ranks are those the table was computed from
-            mean = statistics.fmean(r["metrics"][m] for r in runs)
+            mean = statistics.fmean(ranking_metrics(r["ranks"], KS)[m] for r in runs)
             if not np.isclose(mean, row[m], rtol=0, atol=1e-9):
                 raise ValueError(f"{system} {m} from {ranks_path} is {mean}, {path} {row[m]}")
         results[system] = runs
-    return results
+    dropped = [s for s in table if s not in results]
+    return results, dropped
 
 
 def _verdict(test: dict, reference: str, system: str, alpha: float = 0.05) -> str:
@@ -430,69 +603,99 @@ def _verdict(test: dict, reference: str, system: str, alpha: float = 0.05) -> st
     return f"{reference} better" if test["difference"] > 0 else f"{system} better"
 
 
-def markdown(info: dict, table: dict, title: str, reference: str | None) -> str:
-    def cell(row, m):
-        std = row[m + "_std"]
-        return f"{row[m]:.4f}" + (f" ± {std:.4f}" if std is not None else "")
+def format_p(p: float) -> str:
+    """A p-value as the table prints it: below 0.001 the bootstrap (10,000 resamples) cannot
+    resolve it, so it is given as a bound."""
+    return "p < 0.001" if p < 0.001 else f"p = {p:.3g}"
 
+
+def _main_table(table: dict, reference: str) -> list[str]:
     def interval(row, m):
         ci = row.get(m + "_ci95")
-        return f"{row[m]:.4f} [{ci[0]:.4f}, {ci[1]:.4f}]" if ci else f"{row[m]:.4f}"
+        std = row.get(m + "_std")
+        spread = f" (sd over seeds {std:.4f})" if std is not None else ""
+        return (f"{row[m]:.4f} [{ci[0]:.4f}, {ci[1]:.4f}]" if ci else f"{row[m]:.4f}") + spread
 
     def paired(row, system, m):
         test = row.get(f"versus_{reference}", {}).get(m)
         if test is None:
             return "reference" if system == reference else "n/a"
-        # the bootstrap p has a resolution of 2 / resamples: 0 means below that
-        p = f"p={test['p_value']:.3g}" if test["p_value"] > 0 else "p<0.0002"
         return (
             f"{test['difference']:+.4f} [{test['low']:+.4f}, {test['high']:+.4f}], "
-            f"{p} ({_verdict(test, reference, system)})"
+            f"{format_p(test['p_value'])} ({_verdict(test, reference, system)})"
         )
 
     lines = [
-        f"# Recommendation quality: {title}",
-        "",
-        f"Written by `benchmarks/quality.py` on {info['date']}.",
-        "",
-        f"- command: `{info['command']}`",
-        f"- machine: {info['cpu']}, {info['cores']} cores, GPU {info['gpu'] or 'none'}; "
-        f"python {info['python']}, torch {info['torch']}, transformers {info['transformers']}",
-        f"- {info['split']}",
-        *(
-            [
-                f"- the rows of the systems this command did not run are those of "
-                f"`{info['merged']}` (same users; their own commands are listed below)"
-            ]
-            if info.get("merged")
-            else []
-        ),
-        "- every system and seed is ranked on the same test users (fixed evaluation seed); "
-        "per-user ranks are kept in `result.json` of each system's folder",
-        "",
-        "## Intervals and paired tests",
-        "",
-        "Mean over seeds with a 95% bootstrap interval over users (10,000 resamples of the "
-        f"users). The last columns compare each system with **{reference}** on the same users: "
-        f"the mean per-user difference {reference} minus system, its 95% paired-bootstrap "
-        "interval and two-sided p-value, and the exact McNemar test on hits@10; differences with "
-        "p >= 0.05 are within noise.",
-        "",
-        f"| system | R@10 [95% CI] | N@10 [95% CI] | {reference} - system, R@10 | "
+        f"| system | seeds | R@10 [95% CI] | N@10 [95% CI] | {reference} - system, R@10 | "
         f"{reference} - system, N@10 | McNemar p (hits@10) | eval s |",
-        "|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for system, row in table.items():
         mc = row.get(f"versus_{reference}", {}).get("recall@10", {}).get("mcnemar")
         evals = ",".join("-" if e is None else str(e) for e in row["eval_seconds"])
         lines.append(
-            f"| {system} | {interval(row, 'recall@10')} | {interval(row, 'ndcg@10')} | "
-            f"{paired(row, system, 'recall@10')} | {paired(row, system, 'ndcg@10')} | "
+            f"| {system} | {','.join(map(str, row['seeds']))} | {interval(row, 'recall@10')} | "
+            f"{interval(row, 'ndcg@10')} | {paired(row, system, 'recall@10')} | "
+            f"{paired(row, system, 'ndcg@10')} | "
             f"{'' if mc is None else format(mc['p_value'], '.3g')} | {evals} |"
         )
+    return lines
+
+
+def markdown(info: dict, tables: dict[str, dict], title: str, reference: str, dropped: dict) -> str:
+    lines = [
+        f"# Recommendation quality: {title}",
+        "",
+        f"Written by `benchmarks/quality.py` on {info['date']}.",
+        "",
+        f"- command: `{info['command']}` (commit {info.get('commit', 'unrecorded')})",
+        f"- this command's machine: {info['cpu']}, {info['cores']} cores, GPU "
+        f"{info['gpu'] or 'none'}; python {info['python']}, torch {info['torch']}, "
+        f"transformers {info['transformers']}; each row's own machine, date and commit are "
+        "under Provenance",
+        f"- {info['split']}",
+        *(
+            [
+                f"- rows of systems this command did not run come from `{m}` (same users, "
+                "rebuilt from its per-user ranks)"
+                for m in info.get("merged", [])
+            ]
+        ),
+        *[
+            f"- left out of the {VARIANTS[k]} table: {', '.join(v)} ({why})"
+            for k, (v, why) in dropped.items()
+            if v
+        ],  # fmt: skip
+        "",
+        "## Intervals and paired tests",
+        "",
+        "Mean over seeds with a 95% bootstrap interval over users (10,000 resamples of the "
+        "users; the per-user value is averaged over seeds) and, with several seeds, the standard "
+        f"deviation over seeds. The last columns compare each system with **{reference}** on "
+        f"the same users: the mean per-user difference {reference} minus system, its 95% "
+        "paired-bootstrap interval and two-sided p-value (add-one Monte Carlo estimate; "
+        "`p < 0.001` is the resolution of 10,000 resamples), and the exact McNemar test on "
+        "hits@10 (the largest p over the seed pairs); differences with p >= 0.05 are within "
+        "noise.",
+    ]
+    commits = {
+        (p or {}).get("commit", "unrecorded")
+        for table in tables.values()
+        for row in table.values()
+        for p in row["provenance"]
+    }
+    if len(commits) > 1:
+        lines += [
+            "",
+            f"**The rows ran on {len(commits)} code versions** ({', '.join(sorted(commits))}): "
+            "see Provenance.",
+        ]
+    for key, table in tables.items():
+        lines += ["", f"### {VARIANTS[key].capitalize()}", "", *_main_table(table, reference)]
+    main = tables["ranks"]
     lines += [
         "",
-        "## All metrics",
+        "## All metrics (history items kept)",
         "",
         "Mean over seeds; ± is the standard deviation over seeds where there are several.",
         "",
@@ -501,15 +704,41 @@ def markdown(info: dict, table: dict, title: str, reference: str | None) -> str:
         + " | seeds | wall s |",
         "|---" * (len(METRICS) + 3) + "|",
     ]
-    for system, row in table.items():
-        cells = [cell(row, m) for m in METRICS]
+    for system, row in main.items():
+        cells = [
+            f"{row[m]:.4f}" + (f" ± {row[m + '_std']:.4f}" if row[m + "_std"] is not None else "")
+            for m in METRICS
+        ]
         seeds = ",".join(map(str, row["seeds"]))
         wall = ",".join(map(str, row["seconds"]))
         lines.append(f"| {system} | " + " | ".join(cells) + f" | {seeds} | {wall} |")
+    lines += [
+        "",
+        "## Provenance",
+        "",
+        "| system | seed | commit | machine | date |",
+        "|---|---|---|---|---|",
+    ]
+    for system, row in main.items():
+        for seed, p in zip(row["seeds"], row["provenance"]):
+            p = p or {}
+            lines.append(
+                f"| {system} | {seed} | {p.get('commit', 'unrecorded')} | {p.get('machine')} | "
+                f"{p.get('date')} |"
+            )
     lines += ["", "## Commands", ""]
-    for system, row in table.items():
+    for system, row in main.items():
         lines += [f"- {system}:"] + [f"  - `{c}`" for c in row["commands"]]
     return "\n".join(lines) + "\n"
+
+
+def record_final_use(path: Path, info: dict, systems: list[str], seeds: list[int]) -> None:
+    """Append one line per ranking of the confirmation sample, so its uses stay countable."""
+    entry = {k: info[k] for k in ("date", "command", "commit", "cpu")}
+    entry |= {"systems": systems, "seeds": seeds}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        f.write(json.dumps(entry) + "\n")
 
 
 def parse_settings(text: str) -> dict:
@@ -543,6 +772,13 @@ def main() -> None:
         help="seed of the test-user sample: fixed, apart from the training seeds",
     )
     p.add_argument(
+        "--final",
+        action="store_true",
+        help="rank the confirmation sample (2,000 test users outside every sample tuning has "
+        "used; store_hf.data.confirmation_sample) instead: for final tables only; every use "
+        "is recorded in benchmarks/results/confirmation-uses.jsonl",
+    )
+    p.add_argument(
         "--reference", default="store", help="the system every other row is compared with"
     )
     p.add_argument(
@@ -552,6 +788,12 @@ def main() -> None:
         help="recommender settings of the STORE systems over the preset's, e.g. "
         "'num_epochs=0.25,early_stopping_metric=loss' (part of their run identity)",
     )
+    p.add_argument(
+        "--tiger-size",
+        default="paper",
+        choices=("paper", "cpu"),
+        help="TIGER's T5 (examples/train_tiger.py --size): the published size or the small one",
+    )
     p.add_argument("--work-dir", type=Path, default=ROOT / "runs" / "quality")
     p.add_argument(
         "--reuse", nargs="*", default=[], help="finished store-hf runs to use where they match"
@@ -560,8 +802,11 @@ def main() -> None:
     p.add_argument(
         "--merge",
         type=Path,
+        action="append",
+        default=[],
         help="an earlier report (quality-*.json, its -ranks.json beside it) whose rows join the "
-        "table for the systems not run now (same test users and eval seed)",
+        "table for the systems not run now (same test users, eval seed, preset and settings); "
+        "repeatable",
     )
     p.add_argument(
         "--table-only",
@@ -569,6 +814,7 @@ def main() -> None:
         help="compute nothing: tabulate the finished results of these systems and seeds (a "
         "system's row then averages the seeds it has)",
     )
+    p.add_argument("--name", help="report name (default quality-<dataset>-<preset>[-final])")
     p.add_argument("--output-dir", type=Path, default=ROOT / "benchmarks" / "results")
     args = p.parse_args()
     systems = [s.strip() for s in args.systems.split(",") if s.strip()]
@@ -580,58 +826,94 @@ def main() -> None:
     )
     logging.getLogger("datasets").setLevel(logging.WARNING)
 
-    info = machine_info(preset=args.preset, systems=systems)
+    info = machine_info(preset=args.preset, systems=systems, commit=git_commit())
+    info |= {"recommender": args.recommender, "final": args.final}
     results: dict[str, list[dict]] = {s: [] for s in systems}
     seeds = [int(s) for s in args.seeds.split(",")]
-    earlier: dict[str, list[dict]] = {}
     harness = Harness(args, seeds[0])
-    if args.merge:  # checked before anything trains
+    name = harness.dataset.name
+    stem = args.name or f"quality-{name.lower()}-{args.preset}" + ("-final" if args.final else "")
+    report_path = args.output_dir / f"{stem}.json"
+    earlier: dict[str, list[dict]] = {}
+    dropped = []
+    for merge in args.merge:  # checked before anything trains
+        if merge.resolve() == report_path.resolve():
+            p.error(f"--merge {merge} is the report this run writes; give another --name or "
+                    "--output-dir (the input is never overwritten)")  # fmt: skip
         users = list(harness.test["user_id"])
+        setting = {"preset": args.preset, "recommender": args.recommender, "final": args.final}
         try:
-            earlier = earlier_results(args.merge, users, args.eval_seed)
+            rows, left = earlier_results(merge, users, args.eval_seed, setting)
         except (OSError, ValueError, RuntimeError, KeyError) as e:
-            p.error(f"{args.merge}: {e!r}" if isinstance(e, KeyError) else f"--merge: {e}")
-        info["merged"] = str(args.merge)
-    for seed in seeds:
-        if seed != harness.seed:
-            harness = Harness(args, seed)
-        for system in systems:
-            result = harness.run(system)
-            if result is not None:
-                results[system].append(result)
+            p.error(f"{merge}: {e!r}" if isinstance(e, KeyError) else f"--merge: {e}")
+        earlier |= rows
+        dropped += [f"{s} (of {merge.name})" for s in left]
+    info["merged"] = [str(m) for m in args.merge]
+    try:
+        for seed in seeds:
+            if seed != harness.seed:
+                harness = Harness(args, seed)
+            for system in systems:
+                result = harness.run(system)
+                if result is not None:
+                    results[system].append(result)
+    except ResultMismatch as e:
+        p.error(str(e))
+    if args.final and not args.table_only:
+        record_final_use(args.output_dir / "confirmation-uses.jsonl", info, systems, seeds)
     results = {s: runs for s, runs in results.items() if runs}
     # the earlier rows first, in their order; a system run now replaces its earlier row
     results = {s: runs for s, runs in earlier.items() if s not in results} | results
     if not results:
         p.error(f"no finished results in {args.work_dir} for these systems and seeds")
-    name = harness.dataset.name
     info["split"] = (
         f"{name}: {harness.dataset.num_items:,} items, {harness.dataset.num_users:,} users; "
         f"leave-one-out test split, {len(harness.test):,} of {len(harness.splits['test']):,} "
-        f"test users (eval seed {args.eval_seed}: the sample `store-hf evaluate` ranks), full "
-        "ranking over all items"
+        f"test users ({harness.sample}"
+        + ("" if args.final else ": the sample `store-hf evaluate` ranks")
+        + "), full ranking over all items"
     )
     reference = args.reference if args.reference in results else next(iter(results))
-    table = aggregate(results, reference)
-    stem = f"quality-{name.lower()}-{args.preset}"
-    md = markdown(info, table, f"{name}, preset {args.preset}", reference)
+    tables = {key: aggregate(results, reference, key) for key in VARIANTS}
+    missing = {
+        key: ([s for s in results if s not in table], "no per-user ranks of this variant")
+        for key, table in tables.items()
+    }
+    if dropped:
+        missing["ranks"] = (missing["ranks"][0] + dropped, "no per-user ranks")
+    for key, (systems_left, why) in missing.items():
+        if systems_left:
+            logger.warning("left out of the %s table: %s (%s)", VARIANTS[key], systems_left, why)
+    title = f"{name}, preset {args.preset}" + (", confirmation sample" if args.final else "")
+    md = markdown(info, tables, title, reference, missing)
     args.output_dir.mkdir(parents=True, exist_ok=True)
     (args.output_dir / f"{stem}.md").write_text(md)
-    write_json_atomic(args.output_dir / f"{stem}.json", {"machine": info, "systems": table})
+    write_json_atomic(
+        report_path,
+        {
+            "machine": info,
+            "systems": tables["ranks"],
+            "systems_excluding_history": tables["ranks_excluding_history"],
+        },
+    )
     # every system's per-user target ranks (0: not retrieved), for later paired comparisons
-    ranked = {s: runs for s, runs in results.items() if all("ranks" in r for r in runs)}
-    if ranked:
-        write_json_atomic(
-            args.output_dir / f"{stem}-ranks.json",
-            {
-                "user_id": list(harness.test["user_id"]),
-                "eval_seed": args.eval_seed,
-                "ranks": {
-                    s: {str(r["seed"]): r["ranks"] for r in runs} for s, runs in ranked.items()
-                },
+    write_json_atomic(
+        args.output_dir / f"{stem}-ranks.json",
+        {
+            "user_id": list(harness.test["user_id"]),
+            "eval_seed": args.eval_seed,
+            "sample": harness.sample,
+            **{
+                key: {
+                    s: {str(r["seed"]): r[key] for r in runs}
+                    for s, runs in results.items()
+                    if all(key in r for r in runs)
+                }
+                for key in VARIANTS
             },
-            indent=None,
-        )
+        },
+        indent=None,
+    )
     print(md)
 
 

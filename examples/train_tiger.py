@@ -30,16 +30,24 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from store_hf.baselines.script import KS, baseline_parser, best_epoch, finish, start
+from store_hf.baselines.script import (
+    KS,
+    baseline_parser,
+    best_epoch,
+    checked_config,
+    finish,
+    parse_args,
+    start,
+)
 from store_hf.baselines.text_encoder import DEFAULT_MODEL, encode_texts, item_texts
 from store_hf.baselines.tiger import TIGER, TIGERConfig
 from store_hf.metrics import ranking_metrics
 from store_hf.semantic_ids.rqvae import RQVAE, RQVAEConfig
 
-#: ``paper``: TIGER's T5 (4 + 4 layers, 6 heads of 64) with d_ff 512; ``cpu``: 2 + 2 layers,
-#: 4 heads of 32, d_ff 256, about 5x less compute per token, for runs on a small CPU.
+#: ``paper``: TIGER's T5 as published (4 + 4 layers, d_model 128, 6 heads of 64, d_ff 1024);
+#: ``cpu``: 2 + 2 layers, 4 heads of 32, d_ff 256, for runs on a small CPU.
 SIZES = {
-    "paper": {},
+    "paper": {"d_ff": 1024},
     "cpu": {"num_layers": 2, "num_heads": 4, "d_kv": 32, "d_ff": 256, "lr": 3e-3},
 }
 
@@ -72,7 +80,26 @@ def main() -> None:
     )
     parser.add_argument("--rqvae-epochs", type=int, default=RQVAEConfig.epochs)
     parser.add_argument("--text-model", default=DEFAULT_MODEL)
-    args = parser.parse_args()
+    args = parse_args(parser)
+    # every setting checked before anything is read or written
+    rq_config = checked_config(parser, RQVAEConfig, epochs=args.rqvae_epochs, seed=args.seed)
+    config = checked_config(
+        parser,
+        TIGERConfig,
+        **{
+            **SIZES[args.size],
+            **({"lr": args.lr} if args.lr else {}),
+            "epochs": args.epochs,
+            "patience": args.patience,
+            "batch_size": args.batch_size,
+            "num_beams": args.num_beams,
+            "max_history": args.max_history,
+            "num_user_tokens": args.num_user_tokens,
+            "valid_max_users": args.valid_max_users,
+            "seed": args.seed,
+            "eval_seed": args.eval_seed,
+        },
+    )
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     seconds: dict[str, float] = {}
@@ -91,7 +118,6 @@ def main() -> None:
     lap("encode_texts", t)
 
     t = time.perf_counter()
-    rq_config = RQVAEConfig(epochs=args.rqvae_epochs, seed=args.seed)
     rqvae = RQVAE(vectors.shape[1], rq_config)
     codes = rqvae.fit(vectors)
     np.save(out / "codes.npy", codes)
@@ -99,21 +125,6 @@ def main() -> None:
     rq_report = {k: v for k, v in rqvae.report.items() if k != "config"}
 
     t = time.perf_counter()
-    config = TIGERConfig(
-        **{
-            **SIZES[args.size],
-            **({"lr": args.lr} if args.lr else {}),
-            "epochs": args.epochs,
-            "patience": args.patience,
-            "batch_size": args.batch_size,
-            "num_beams": args.num_beams,
-            "max_history": args.max_history,
-            "num_user_tokens": args.num_user_tokens,
-            "valid_max_users": args.valid_max_users,
-            "seed": args.seed,
-            "eval_seed": args.eval_seed,
-        }
-    )
     model = TIGER.fit(
         splits, codes, config, item_ids=dataset.item_ids, device=args.device,
         callback=lambda e: print(json.dumps(e), flush=True),

@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from .backbones import resolve_bf16
 from .files import write_json_atomic
-from .metrics import DEFAULT_KS, RankingMetrics, impression_metrics, ranking_metrics
+from .metrics import DEFAULT_KS, impression_metrics, ranking_metrics, target_ranks
 from .modeling_store import StoreForGenerativeRec
 from .presets import RecStageSettings
 
@@ -30,22 +30,31 @@ def rank_targets(
     batch_size: int = 16,
     mode: str = "trie",
     show_progress: bool = True,
+    exclude_history: bool = False,
 ) -> np.ndarray:
     """Rank of each row's ``target`` among the model's top ``k`` for its ``history``.
+
+    With ``exclude_history`` the items of a row's own history are dropped from its beams before
+    the top ``k`` is taken, and each batch searches ``num_beams`` plus its longest history beams,
+    so that ``k`` items remain after the drop (a target in its own history gets rank 0).
 
     Returns:
         ``(len(split),)`` int64 1-based ranks, ``0`` where the target is not among the top
         ``k`` (the per-user record that paired comparisons of systems need).
     """
-    metrics = RankingMetrics((k,))
+    num_beams = num_beams or k
+    ranks = []
     for lo in tqdm(range(0, len(split), batch_size), desc="evaluate", disable=not show_progress):
         rows = split[lo : lo + batch_size]
+        beams = num_beams + (max(map(len, rows["history"])) if exclude_history else 0)
+        beams = min(beams, len(model.config.item_ids))
         out = model.recommend(
-            rows["history"], k=k, num_beams=num_beams, batch_size=batch_size, mode=mode
+            rows["history"], k=beams, num_beams=beams, batch_size=batch_size, mode=mode
         )
-        metrics.update(out.item_ids, rows["target"])
-    ranks = metrics.ranks()
-    return np.where(np.isfinite(ranks), ranks, 0).astype(np.int64)
+        exclude = rows["history"] if exclude_history else None
+        top = target_ranks(out.item_ids, rows["target"], exclude=exclude)
+        ranks.append(np.where(top <= k, top, 0))
+    return np.concatenate(ranks).astype(np.int64) if ranks else np.zeros(0, dtype=np.int64)
 
 
 @torch.no_grad()
@@ -58,9 +67,11 @@ def evaluate_recommender(
     mode: str = "trie",
     show_progress: bool = True,
     return_ranks: bool = False,
+    exclude_history: bool = False,
 ) -> dict[str, Any]:
     """Recall@K and NDCG@K of next-item prediction over a split (full ranking: beam search over
-    the whole catalogue, ``num_beams`` >= the largest K).
+    the whole catalogue, ``num_beams`` >= the largest K; ``exclude_history``: see
+    :func:`rank_targets`).
 
     Returns:
         ``{"recall@K", "ndcg@K", ..., "num_users", "seconds", "users_per_second"}``, plus
@@ -70,7 +81,9 @@ def evaluate_recommender(
     if num_beams < max(ks):
         raise ValueError(f"num_beams={num_beams} must be >= the largest K ({max(ks)})")
     start = time.time()
-    ranks = rank_targets(model, split, max(ks), num_beams, batch_size, mode, show_progress)
+    ranks = rank_targets(
+        model, split, max(ks), num_beams, batch_size, mode, show_progress, exclude_history
+    )
     seconds = time.time() - start
     metrics = ranking_metrics(ranks, ks)
     metrics |= {

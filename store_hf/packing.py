@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 # Re-exported: the pipeline and older scripts import it from here.
+from .templates import packed_templates  # noqa: E402,F401
 
 IGNORE = -100
 

@@ -166,7 +166,8 @@ _CPU_RECOMMENDER = RecStageSettings(
     batch_size=16,
     per_device_batch_size=16,
     # one causal example per user (store_hf.packing): the same objective as the per-prefix
-    # rows in 4.6x fewer tokens (247k instead of 1.15M per epoch on the Amazon set)
+    # rows in 3.83x fewer tokens (247k instead of 948k per epoch on the Amazon set,
+    # benchmarks/results/packing.md)
     layout="packed",
     joint_epochs=1.0,
     num_epochs=1.0,

@@ -8,6 +8,7 @@ import pytest
 from sklearn.metrics import ndcg_score, roc_auc_score
 
 import store_hf.metrics.significance as significance_module
+from store_hf.metrics.significance import _bootstrap_means
 from store_hf.metrics import (
     RankingMetrics,
     binary_auc,
@@ -493,6 +494,23 @@ def test_paired_bootstrap_detects_a_better_system():
     assert swapped["difference"] == pytest.approx(-r["difference"])
     assert swapped["p_value"] == r["p_value"]
     assert swapped["high"] < 0
+
+
+def test_paired_bootstrap_p_is_never_zero():
+    # A clearly better system: no resample reaches 0, so the p-value is the add-one floor
+    # 2 / (B + 1), the smallest value B resamples can support, never 0.
+    better = np.ones(500)
+    worse = np.r_[np.zeros(400), np.ones(100)]
+    for resamples in (1_000, 10_000):
+        r = paired_bootstrap(better, worse, num_resamples=resamples)
+        assert r["p_value"] == pytest.approx(2 / (resamples + 1))
+    # one resample at or below 0 out of B: (1 + 1) * 2 / (B + 1)
+    rng = np.random.default_rng(3)
+    a, b = rng.normal(0.05, 1, 400), rng.normal(0, 1, 400)
+    r = paired_bootstrap(a, b, num_resamples=2_000)
+    means = _bootstrap_means(a - b, 2_000, 0)  # the resamples paired_bootstrap draws
+    crossing = min((means <= 0).sum(), (means >= 0).sum())
+    assert r["p_value"] == pytest.approx(min(1.0, 2 * (crossing + 1) / 2_001))
 
 
 def test_paired_bootstrap_same_distribution_is_not_significant():

@@ -311,14 +311,23 @@ class TIGER:
         targets: Sequence[str],
         user_ids: Sequence[str] | None = None,
         num_beams: int | None = None,
+        exclude_history: bool = False,
     ) -> np.ndarray:
         """1-based position of each target in its beam list, 0 if no beam reached it;
-        ``(len(targets),)`` int64."""
+        ``(len(targets),)`` int64.
+
+        With ``exclude_history`` the history's items are dropped from the beams (a target in
+        its own history gets rank 0); ``max_history`` more beams are searched, so that
+        ``num_beams`` items remain after the drop."""
         check_same_length(histories, targets)
         lookup(list(targets), self.item_index, "target item id")  # fail before the slow part
-        found = self.generate_items(histories, num_beams, user_ids)
+        k = num_beams or self.config.num_beams
+        beams = k + (self.config.max_history if exclude_history else 0)
+        found = self.generate_items(histories, beams, user_ids)
         lists = [[self.item_ids[j] for j in items] for items in found]
-        return target_ranks(lists, list(targets))
+        exclude = [list(h) for h in histories] if exclude_history else None
+        ranks = target_ranks(lists, list(targets), exclude=exclude)
+        return np.where(ranks <= k, ranks, 0)
 
     def evaluate(
         self, rows: Rows, ks: Sequence[int] = (1, 5, 10, 20), num_beams: int | None = None

@@ -15,7 +15,15 @@ from .dataset import DataOptions, RecDataset
 from .errors import DataFormatError
 from .io import PathLike
 from .registry import available_formats, detect_format, get_reader
-from .splits import EVAL_SEED, leave_one_out, sample_users, user_split
+from .splits import (
+    CONFIRMATION_SEED,
+    EVAL_SEED,
+    TUNING_SAMPLES,
+    confirmation_sample,
+    leave_one_out,
+    sample_users,
+    user_split,
+)
 
 EMBEDDED_DATASET_DIR = Path(__file__).resolve().parent.parent / "resources" / "amazon_scientific"
 
@@ -97,7 +105,10 @@ __all__ = [
     "detect_format",
     "leave_one_out",
     "sample_users",
+    "CONFIRMATION_SEED",
     "EVAL_SEED",
+    "TUNING_SAMPLES",
+    "confirmation_sample",
     "load_dataset_or_embedded",
     "load_embedded_dataset",
     "read_dataset",

@@ -22,6 +22,14 @@ TrainTargets = Literal["all", "last"]
 #: from the training seed, so runs with different training seeds are ranked on the same users
 #: and their spread measures the models, not which users were drawn.
 EVAL_SEED = 0
+#: The samples of test users that tuning has looked at (every tuning round ranked eval seed 0
+#: at one of these sizes): the confirmation sample is drawn from the test users outside them.
+TUNING_SAMPLES: tuple[tuple[int, int], ...] = (
+    (EVAL_SEED, 2000),
+    (EVAL_SEED, 1000),
+    (EVAL_SEED, 300),
+)
+CONFIRMATION_SEED = 20261203
 
 
 def _rows_for(user: str, seq: list[str], start: int, stop: int, max_history: int) -> list[dict]:
@@ -135,3 +143,24 @@ def sample_users(split: Dataset, max_users: int | None, seed: int = 0) -> Datase
         return split
     keep = set(np.random.default_rng(seed).choice(users, size=max_users, replace=False).tolist())
     return split.filter(lambda u: u in keep, input_columns="user_id")
+
+
+def confirmation_sample(split: Dataset, max_users: int = 2000) -> Dataset:
+    """Test users held back for final tables: ``max_users`` users of ``split`` drawn (as
+    :func:`sample_users` draws, with ``CONFIRMATION_SEED``) from the users outside every
+    ``TUNING_SAMPLES`` sample, so that no setting was chosen while looking at them.
+
+    Raises:
+        ValueError: fewer than ``max_users`` users lie outside the tuning samples.
+    """
+    seen: set = set()
+    for seed, size in TUNING_SAMPLES:
+        seen.update(sample_users(split, size, seed)["user_id"])
+    fresh = split.filter(lambda u: u not in seen, input_columns="user_id")
+    available = len(set(fresh["user_id"]))
+    if available < max_users:
+        raise ValueError(
+            f"only {available} test users lie outside the tuning samples {TUNING_SAMPLES}; "
+            f"a confirmation sample of {max_users} needs more"
+        )
+    return sample_users(fresh, max_users, CONFIRMATION_SEED)

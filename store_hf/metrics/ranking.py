@@ -22,6 +22,7 @@ def target_ranks(
     targets: Sequence[str],
     *,
     dedupe: bool = True,
+    exclude: Sequence[Sequence[str]] | None = None,
 ) -> np.ndarray:
     """1-based rank of each user's target in that user's ranked recommendation list.
 
@@ -33,6 +34,9 @@ def target_ranks(
         dedupe: only the first occurrence of an item counts. ``True`` (default): repeated
             occurrences are removed before ranking, so they take no position; ``False``: the rank
             is the raw list position of the target's first occurrence.
+        exclude: per user, item ids removed from the list before ranking (e.g. the user's
+            history, so that items already consumed take no position); a target in its own
+            ``exclude`` gets rank 0.
 
     Returns:
         ``(num_users,)`` int64 ranks, ``0`` where the target is not in the list.
@@ -47,6 +51,11 @@ def target_ranks(
             f"recommended has {len(recommended)} lists but targets has {len(targets)} items; "
             "give one ranked list per target"
         )
+    if exclude is not None and len(exclude) != len(targets):
+        raise ValueError(
+            f"exclude has {len(exclude)} lists but targets has {len(targets)} items; give one "
+            "list of items to exclude per target"
+        )
     ranks = np.zeros(len(targets), dtype=np.int64)
     for u, (items, target) in enumerate(zip(recommended, targets)):
         if isinstance(items, (str, bytes)):
@@ -55,6 +64,11 @@ def target_ranks(
             )
         if not isinstance(items, list):  # tuples, numpy arrays, torch tensors
             items = items.tolist() if hasattr(items, "tolist") else list(items)
+        if exclude is not None and len(exclude[u]):
+            dropped = set(exclude[u])
+            if target in dropped:
+                continue
+            items = [i for i in items if i not in dropped]
         try:
             first = items.index(target)  # C-level scan, first occurrence
         except ValueError:

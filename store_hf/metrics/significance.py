@@ -160,10 +160,13 @@ def paired_bootstrap(
     The per-user differences ``d = values_a - values_b`` are resampled (users with replacement,
     so both systems always see the same resampled users) ``num_resamples`` times.
 
-    The p-value is the two-sided bootstrap p ``min(1, 2 * min(share(d* <= 0), share(d* >= 0)))``
-    over the resampled mean differences ``d*``, i.e. about the smallest ``alpha`` at which the
-    ``1 - alpha`` percentile interval excludes 0. Its resolution is ``2 / num_resamples``: ``0``
-    means no resample reached 0. When the two systems agree on every user, ``p_value = 1``.
+    The p-value is the two-sided bootstrap p over the resampled mean differences ``d*``, with
+    the add-one correction of a Monte Carlo p-value:
+    ``min(1, 2 * (min(count(d* <= 0), count(d* >= 0)) + 1) / (num_resamples + 1))``, i.e. about
+    the smallest ``alpha`` at which the ``1 - alpha`` percentile interval excludes 0. It is never
+    0: when no resample reaches 0 it is ``2 / (num_resamples + 1)``, the smallest p this many
+    resamples can support (report it as ``p < 0.001`` at 10,000 resamples, not as an exact
+    value). When the two systems agree on every user, ``p_value = 1``.
 
     Args:
         values_a, values_b: ``(num_users,)`` per-user values of systems A and B, e.g.
@@ -194,7 +197,8 @@ def paired_bootstrap(
     if not d.any():
         p_value = 1.0
     else:
-        p_value = min(1.0, 2.0 * min(float(np.mean(means <= 0)), float(np.mean(means >= 0))))
+        crossing = min(int(np.sum(means <= 0)), int(np.sum(means >= 0)))
+        p_value = min(1.0, 2.0 * (crossing + 1) / (means.size + 1))
     return {
         "difference": float(d.mean()),
         "low": float(low),
