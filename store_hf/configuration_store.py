@@ -41,6 +41,8 @@ class StoreConfig(PreTrainedConfig):
             backbone's vocabulary size); code ``c`` of position ``p`` is token
             ``code_token_offset + p * codebook_size + c``. Set by ``StoreForGenerativeRec``.
         item_ids: the catalogue, in the row order of the recommender's ``item_codes`` buffer.
+        item_titles: optional titles of those items (same order), which the
+            ``"store-recommendation"`` pipeline returns next to the ids.
         templates: instruction templates of the recommender (see ``templates.DEFAULT_TEMPLATES``).
         prompt_token_ids: the templates' pieces as token ids, so that a saved recommender builds
             its prompts without a text tokenizer (``answer_yes``/``answer_no`` are the scoring
@@ -69,6 +71,7 @@ class StoreConfig(PreTrainedConfig):
     codebook_size: int = 256
     code_token_offset: int | None = None
     item_ids: list[str] | None = None
+    item_titles: list[str] | None = None
     templates: dict[str, str] | None = None
     prompt_token_ids: dict[str, list[int]] | None = None
     max_history: int = 20
@@ -103,6 +106,13 @@ class StoreConfig(PreTrainedConfig):
             raise ValueError(
                 f"StoreConfig.templates has unknown keys {sorted(unknown)}; "
                 f"known: {sorted(DEFAULT_TEMPLATES)}"
+            )
+        if self.item_titles is not None and (
+            self.item_ids is None or len(self.item_titles) != len(self.item_ids)
+        ):
+            raise ValueError(
+                f"StoreConfig.item_titles has {len(self.item_titles)} titles for "
+                f"{len(self.item_ids or [])} item_ids"
             )
         if self.max_history < 1:
             raise ValueError(f"StoreConfig.max_history must be >= 1, got {self.max_history}")

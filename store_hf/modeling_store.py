@@ -81,13 +81,26 @@ class StorePreTrainedModel(PreTrainedModel):
             else AutoModelForCausalLM.from_config(config.text_config)
         )
 
-    def save_pretrained(self, save_directory, *args, **kwargs):
-        """``PreTrainedModel.save_pretrained``, with the ``auto_map`` entry of this class repaired.
+    #: Auto classes besides the registered one (``register_for_auto_class``) whose
+    #: ``auto_map`` entry names this class in a saved folder
+    _extra_auto_classes: tuple[str, ...] = ()
 
-        transformers takes any class whose name contains "Tokenizer" for a text tokenizer and
-        records it as a (slow, fast) pair, which ``AutoModel`` then cannot load; the dense
-        *tokenizer* model is a model, so its entry is written as a plain class reference.
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """``PreTrainedModel.save_pretrained``, with the ``auto_map`` entries of this class
+        completed and repaired.
+
+        ``auto_map`` also names this class for :attr:`_extra_auto_classes` (the recommender:
+        ``AutoModel`` next to ``AutoModelForCausalLM``). transformers takes any class whose name
+        contains "Tokenizer" for a text tokenizer and records it as a (slow, fast) pair, which
+        ``AutoModel`` then cannot load; the dense *tokenizer* model is a model, so its entry is
+        written as a plain class reference.
         """
+        if self._auto_class is not None and self._extra_auto_classes:
+            name = f"{type(self).__module__.rsplit('.', 1)[-1]}.{type(self).__name__}"
+            self.config.auto_map = {
+                **(getattr(self.config, "auto_map", None) or {}),
+                **dict.fromkeys(self._extra_auto_classes, name),
+            }
         super().save_pretrained(save_directory, *args, **kwargs)
         auto_map = getattr(self.config, "auto_map", None) or {}
         broken = {
@@ -424,6 +437,7 @@ class StoreForGenerativeRec(StorePreTrainedModel, GenerationMixin):
     """
 
     _trainable_names = ("code_weight",)
+    _extra_auto_classes = ("AutoModel",)
 
     def __init__(self, config: StoreConfig, backbone: PreTrainedModel | None = None) -> None:
         if config.code_token_offset is None or config.item_ids is None:
@@ -462,6 +476,25 @@ class StoreForGenerativeRec(StorePreTrainedModel, GenerationMixin):
         self._keys_to_ignore_on_save = (
             list(getattr(self, "all_tied_weights_keys", None) or ()) or None
         )
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """``PreTrainedModel.save_pretrained``; the folder also gets the ``"store-recommendation"``
+        pipeline (``pipeline_store.py``, named in ``config.custom_pipelines``), so that
+        ``transformers.pipeline("store-recommendation", model=folder, trust_remote_code=True)``
+        runs it without the package."""
+        from .pipeline_store import custom_pipelines  # also makes save_pretrained copy the file
+
+        # in the saved config only: saving leaves this model's config as it was, so that
+        # pipeline("store-recommendation", model=self) keeps resolving the registered class
+        before = self.config.__dict__.get("custom_pipelines")
+        self.config.custom_pipelines = custom_pipelines()
+        try:
+            super().save_pretrained(save_directory, *args, **kwargs)
+        finally:
+            if before is None:
+                del self.config.custom_pipelines
+            else:
+                self.config.custom_pipelines = before
 
     # ------------------------------------------------------------------ set-up
     @classmethod

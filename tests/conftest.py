@@ -18,3 +18,23 @@ def embedded():
     from store_hf.data import load_embedded_dataset
 
     return load_embedded_dataset()
+
+
+# ------------------------------------------------------------------ shared tiny models and runs
+# Built once per test session (each takes seconds to minutes on 2 cores); tests that change
+# what they get work on a copy.
+@pytest.fixture(scope="session")
+def tiny_recommender_folder(tmp_path_factory) -> Path:
+    """A saved recommender of 40 items ``i0`` ... ``i39`` (v 3, k 16) on a tiny random OPT,
+    with SmolLM2's tokenizer (``tiny.save_tiny_recommender``). Read-only: copy it to change it."""
+    from tiny import save_tiny_recommender
+
+    return save_tiny_recommender(tmp_path_factory.mktemp("tiny-recommender") / "model")
+
+
+@pytest.fixture(scope="session")
+def tiny_recommender(tiny_recommender_folder):
+    """:data:`tiny_recommender_folder` loaded by the package, in eval mode."""
+    from store_hf.modeling_store import StoreForGenerativeRec
+
+    return StoreForGenerativeRec.from_pretrained(tiny_recommender_folder).eval()

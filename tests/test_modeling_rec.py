@@ -1,7 +1,9 @@
 """StoreForGenerativeRec: extended vocabulary, constrained beam search, scoring, Hub round trip."""
 
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -233,3 +235,107 @@ def test_auto_classes_resolve_to_the_package_classes(tmp_path):
     loaded = AutoModelForCausalLM.from_pretrained(tmp_path)
     assert type(loaded) is store_hf.StoreForGenerativeRec
     assert torch.equal(loaded.item_codes, rec.item_codes)
+
+
+AUTO_MODEL = """
+import json, sys, torch
+sys.modules["store_hf"] = None  # the package cannot be imported in this process
+from transformers import AutoModel, AutoModelForCausalLM, LogitsProcessorList
+new, old = sys.argv[1], sys.argv[2]
+model = AutoModel.from_pretrained(new, trust_remote_code=True).eval()
+assert type(model).__name__ == "StoreForGenerativeRec", type(model)
+assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
+v, k, offset = model.config.num_dense_tokens, model.config.codebook_size, model.config.code_token_offset
+prompt = torch.tensor([model.prompts.recommendation(model.item_codes[model.item_rows(["i1", "i2"])])])
+generated = model.generate(
+    prompt,
+    attention_mask=torch.ones_like(prompt),
+    num_beams=5,
+    num_return_sequences=5,
+    max_new_tokens=v,
+    do_sample=False,
+    logits_processor=LogitsProcessorList([model.trie_processor()]),
+)
+codes = generated[:, prompt.shape[1] :] - offset - k * torch.arange(v)
+generate_items = [model.config.item_ids[r] for r in model.trie.lookup(codes).tolist()]
+# a folder saved before AutoModel was in its auto_map still loads as it did
+before = AutoModelForCausalLM.from_pretrained(old, trust_remote_code=True).eval()
+with open(sys.argv[3], "w") as f:
+    json.dump(
+        {
+            "generate": generate_items,
+            "recommend": model.recommend([["i1", "i2"]], k=5).item_ids[0],
+            "before": before.recommend([["i1", "i2"]], k=5).item_ids[0],
+        },
+        f,
+    )
+"""
+
+
+def _as_saved_before_auto_model(folder):
+    """Rewrite a saved recommender's config.json as the package wrote it before ``AutoModel``,
+    ``custom_pipelines`` and ``item_titles`` (``auto_map``: AutoConfig, AutoModelForCausalLM)."""
+    import json
+
+    path = folder / "config.json"
+    config = json.loads(path.read_text())
+    del config["auto_map"]["AutoModel"]
+    for key in ("custom_pipelines", "item_titles"):
+        config.pop(key, None)
+    path.write_text(json.dumps(config))
+    return folder
+
+
+def test_auto_model_loads_the_recommender_without_package(tmp_path):
+    import json
+    import shutil
+
+    from store_hf.hub import check_model_folder
+
+    rec, _ = _rec("opt", n=40)
+    rec.merge_lora()
+    ref = rec.recommend([["i1", "i2"]], k=5).item_ids[0]
+    rec.save_pretrained(tmp_path / "model")
+    auto_map = json.loads((tmp_path / "model" / "config.json").read_text())["auto_map"]
+    assert auto_map["AutoModel"] == auto_map["AutoModelForCausalLM"]
+    assert auto_map["AutoModel"] == "modeling_store.StoreForGenerativeRec"
+    old = _as_saved_before_auto_model(Path(shutil.copytree(tmp_path / "model", tmp_path / "old")))
+    check_model_folder(old)
+    assert (
+        StoreForGenerativeRec.from_pretrained(old).recommend([["i1", "i2"]], k=5).item_ids[0] == ref
+    )
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            AUTO_MODEL,
+            str(tmp_path / "model"),
+            str(old),
+            str(tmp_path / "out.json"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules"), "HF_HUB_OFFLINE": "1"},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads((tmp_path / "out.json").read_text())
+    assert out["recommend"] == ref and out["before"] == ref
+    # stock generate with the trie processor runs the same constrained beam search
+    assert sorted(out["generate"]) == sorted(ref)
+
+
+def test_tokenizer_folder_keeps_auto_model_for_the_tokenizer_model(tmp_path):
+    import json
+
+    torch.manual_seed(0)
+    tok_model, _ = StoreTokenizerModel.from_backbone(
+        "tiny-opt", content_attributes=["title"], num_dense_tokens=V, codebook_size=K
+    )
+    tok_model.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["auto_map"] == {
+        "AutoConfig": "configuration_store.StoreConfig",
+        "AutoModel": "modeling_store.StoreTokenizerModel",
+    }
+    assert "custom_pipelines" not in config
