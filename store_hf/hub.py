@@ -36,6 +36,17 @@ TEMPLATE_PATH = Path(__file__).resolve().parent / "resources" / "model_card_temp
 #: Tags of every STORE recommender card (Hub search facets).
 CARD_TAGS = ("recommendation", "generative-recommendation", "semantic-ids", "store")
 
+#: The card's ``pipeline_tag``: the Hub has no recommendation task, and ``text-generation``
+#: would offer a text widget and a ``pipeline("text-generation")`` snippet that do not apply (the
+#: model generates semantic IDs); its pipeline is the custom ``"store-recommendation"``.
+PIPELINE_TAG = "other"
+
+#: The ``model-index`` task of the card's evaluation results.
+EVAL_TASK = {"task_type": "recommendation", "task_name": "Next-item recommendation"}
+
+#: The row of ``context["metrics"]`` that is the card's own model (the others are baselines).
+MODEL_SYSTEM = "STORE"
+
 #: ``repo_id`` of the usage snippet when the context has none.
 DEFAULT_REPO_ID = "path/to/model-folder"
 
@@ -69,17 +80,58 @@ def _metadata(ctx: Mapping[str, Any]) -> str:
     """The card's YAML header (between ``---`` lines)."""
     from huggingface_hub import ModelCardData
 
-    datasets = ctx.get("datasets")  # optional explicit Hub dataset ids
-    if datasets is None:
-        datasets = [ctx["dataset_name"]] if _hub_id(ctx.get("dataset_name")) else None
+    datasets = _hub_datasets(ctx)
+    eval_results = _eval_results(ctx, datasets)
     data = ModelCardData(
         library_name="transformers",
+        pipeline_tag=ctx.get("pipeline_tag") or PIPELINE_TAG,
         tags=list(CARD_TAGS),
         license=ctx.get("license") or None,
         base_model=_hub_id(ctx.get("base_model")),
-        datasets=list(datasets) if datasets else None,
+        datasets=datasets,
+        model_name=_title(ctx) if eval_results else None,
+        eval_results=eval_results,
     )
     return f"---\n{data.to_yaml().strip()}\n---"
+
+
+def _hub_datasets(ctx: Mapping[str, Any]) -> list[str] | None:
+    """The Hub dataset ids of the metadata: ``datasets``, else ``dataset_name`` if a Hub id."""
+    datasets = ctx.get("datasets")
+    if datasets is None:
+        datasets = [ctx["dataset_name"]] if _hub_id(ctx.get("dataset_name")) else None
+    return list(datasets) if datasets else None
+
+
+def _eval_results(ctx: Mapping[str, Any], datasets: list[str] | None) -> list | None:
+    """The ``model-index`` of the card: one ``huggingface_hub.EvalResult`` per metric of the
+    model's own row (``context["model_system"]``, default ``"STORE"``) of ``metrics``, the
+    columns of the evaluation table, on the ``test`` split (the protocol is in the card's text,
+    under "Evaluation"). ``None`` when that row is missing."""
+    from huggingface_hub import EvalResult
+
+    systems = {str(k).lower(): v for k, v in (ctx.get("metrics") or {}).items()}
+    values = systems.get(str(ctx.get("model_system") or MODEL_SYSTEM).lower()) or {}
+    lowered = {str(k).lower(): v for k, v in values.items()}
+    name = str(ctx.get("dataset_name") or "not recorded")
+    results = [
+        EvalResult(
+            **EVAL_TASK,
+            dataset_type=datasets[0] if datasets else name,
+            dataset_name=name,
+            dataset_split="test",
+            metric_type=key,
+            metric_name=title,
+            metric_value=float(lowered[key]),
+        )
+        for title, key in METRIC_COLUMNS
+        if isinstance(lowered.get(key), (int, float)) and not isinstance(lowered[key], bool)
+    ]
+    return results or None
+
+
+def _title(ctx: Mapping[str, Any]) -> str:
+    return str(ctx.get("model_name") or "STORE generative recommender")
 
 
 def _number(value: Any) -> str:
@@ -224,6 +276,12 @@ def _evaluation(ctx: Mapping[str, Any]) -> str:
     if ctx.get("eval_note"):
         note = str(ctx["eval_note"]).rstrip()
         parts.append("Protocol: " + note + ("" if note.endswith(".") else "."))
+    if _eval_results(ctx, _hub_datasets(ctx)):
+        system = ctx.get("model_system") or MODEL_SYSTEM
+        parts.append(
+            f"The `{system}` row is also in this card's metadata (`model-index`, split `test`), "
+            "where the Hub indexes it."
+        )
     return "\n\n".join(parts)
 
 
@@ -261,7 +319,7 @@ def render_model_card(context: Mapping[str, Any], template: str | os.PathLike | 
     text = Path(template or TEMPLATE_PATH).read_text(encoding="utf-8")
     values = {
         "metadata": _metadata(ctx),
-        "title": ctx.get("model_name") or "STORE generative recommender",
+        "title": _title(ctx),
         "summary": _summary(ctx),
         "training_data": _training_data(ctx),
         "training_settings": _training_settings(ctx),
@@ -323,14 +381,19 @@ def extract_usage_snippet(card_text: str, repo_id: str | os.PathLike | None = No
 
 
 def _remote_code_files(folder: Path, config: Mapping[str, Any]) -> list[str]:
-    """Python files the folder's ``auto_map`` needs (with their relative imports), missing ones
-    included, so they can be reported."""
+    """Python files the folder's ``auto_map`` and ``custom_pipelines`` need (with their relative
+    imports), missing ones included, so they can be reported."""
     from transformers.dynamic_module_utils import get_relative_imports
 
-    pending = [
-        ref.split(".")[0] + ".py"
+    refs = [
+        ref
         for entry in (config.get("auto_map") or {}).values()
         for ref in (entry if isinstance(entry, (list, tuple)) else [entry])
+    ]
+    refs += [task.get("impl") for task in (config.get("custom_pipelines") or {}).values()]
+    pending = [
+        ref.split(".")[0] + ".py"
+        for ref in refs
         if ref and "--" not in ref  # "other/repo--module.Class" lives in another repository
     ]
     needed: list[str] = []

@@ -15,6 +15,7 @@ import yaml
 
 from store_hf.hub import (
     CARD_TAGS,
+    METRIC_COLUMNS,
     TEMPLATE_PATH,
     check_model_folder,
     extract_usage_snippet,
@@ -116,7 +117,7 @@ def test_card_sections_metadata_and_tables():
     assert set(CARD_TAGS) <= set(data.tags)
     assert data.license == "apache-2.0"
     assert data.base_model == "HuggingFaceTB/SmolLM2-135M-Instruct"
-    assert "pipeline_tag" not in data.to_dict()
+    assert data.pipeline_tag == "other"
     assert not data.to_dict().get("datasets")  # "Scientific" is no Hub dataset id
     assert "# store-scientific-cpu\n" in text
 
@@ -160,6 +161,54 @@ def test_card_sections_metadata_and_tables():
     assert 'repo_id = "store-org/store-scientific-cpu"' in snippet
     assert 'history = ["B00004Z5QG", "B0000AXTUY"]' in snippet
     assert "trust_remote_code=True" in snippet and "trie_processor()" in snippet
+    assert "AutoModel.from_pretrained(repo_id" in snippet
+    assert 'pipeline("store-recommendation", model=repo_id' in snippet
+
+
+def test_model_index_holds_the_models_own_metrics():
+    from huggingface_hub import ModelCard
+
+    text = render_model_card(CONTEXT)
+    data = ModelCard(text).data
+    assert data.model_name == "store-scientific-cpu"
+    results = {r.metric_type: r for r in data.eval_results}
+    assert sorted(results) == sorted(key for _, key in METRIC_COLUMNS)  # recall@1: no column
+    assert results["recall@10"].metric_value == 0.05 and results["ndcg@20"].metric_value == 0.04
+    assert results["recall@20"].metric_value == pytest.approx(0.08123456)
+    assert results["ndcg@10"].metric_name == "NDCG@10"
+    for r in results.values():  # the STORE row only: the baselines stay in the text
+        assert (r.task_type, r.dataset_name, r.dataset_type, r.dataset_split) == (
+            "recommendation",
+            "Scientific",
+            "Scientific",
+            "test",
+        )
+    # the YAML as the Hub reads it, and the protocol in the text
+    meta = yaml.safe_load(text.split("---")[1])
+    (entry,) = meta["model-index"]
+    assert entry["results"][0]["dataset"]["split"] == "test"
+    assert "500 of 8317 users" in _section(text, "Evaluation")
+    assert "`model-index`" in _section(text, "Evaluation")
+
+
+def test_model_index_names_a_hub_dataset_and_another_system():
+    from huggingface_hub import ModelCard
+
+    context = {
+        **CONTEXT,
+        "datasets": ["org/amazon-scientific"],
+        "model_system": "MostPopular",
+        "pipeline_tag": "text-generation",
+    }
+    data = ModelCard(render_model_card(context)).data
+    assert data.pipeline_tag == "text-generation"
+    assert {r.dataset_type for r in data.eval_results} == {"org/amazon-scientific"}
+    assert {r.metric_type: r.metric_value for r in data.eval_results}["recall@5"] == 0.0101
+    # no row of the model: no model-index (and no claim about it in the text)
+    text = render_model_card(
+        {**CONTEXT, "metrics": {"MostPopular": CONTEXT["metrics"]["MostPopular"]}}
+    )
+    assert ModelCard(text).data.eval_results is None and "model-index" not in text
 
 
 def test_card_title_matches_the_paper():
@@ -178,7 +227,7 @@ def test_minimal_context_renders_a_valid_card():
     assert "# STORE generative recommender" in text
     data = ModelCard(text).data.to_dict()
     assert data["library_name"] == "transformers" and "license" not in data
-    assert "base_model" not in data
+    assert "base_model" not in data and "model-index" not in data
     for title in ("Codebook statistics", "Evaluation"):
         assert "_Not recorded._" in _section(text, title)
     snippet = extract_usage_snippet(text)
@@ -395,6 +444,17 @@ def test_push_refuses_what_is_not_a_model_folder(tmp_path, breakage, message):
     assert hub.calls == []
 
 
+def test_check_model_folder_wants_the_code_of_custom_pipelines(tmp_path):
+    folder = _fake_model_folder(tmp_path / "model")
+    config = json.loads((folder / "config.json").read_text())
+    config["custom_pipelines"] = {"store-recommendation": {"impl": "pipeline_x.P", "pt": []}}
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(FileNotFoundError, match="pipeline_x.py"):
+        check_model_folder(folder)
+    (folder / "pipeline_x.py").write_text("from .helpers import f\n")
+    assert check_model_folder(folder) == folder
+
+
 def test_check_model_folder_accepts_sharded_weights(tmp_path):
     folder = _fake_model_folder(tmp_path / "model")
     (folder / "model.safetensors").rename(folder / "model-00001-of-00001.safetensors")
@@ -405,11 +465,11 @@ def test_check_model_folder_accepts_sharded_weights(tmp_path):
 
 # --------------------------------------------------------------------------- the usage snippet runs
 @pytest.fixture(scope="module")
-def recommender_folder(tmp_path_factory) -> Path:
-    """A saved recommender of 40 items on a tiny random backbone (seconds)."""
-    from tiny import save_tiny_recommender
+def recommender_folder(tiny_recommender_folder, tmp_path_factory) -> Path:
+    """A copy of the shared saved recommender of 40 items (the tests write its card)."""
+    import shutil
 
-    return save_tiny_recommender(tmp_path_factory.mktemp("rec") / "model")
+    return Path(shutil.copytree(tiny_recommender_folder, tmp_path_factory.mktemp("rec") / "model"))
 
 
 RUN_SNIPPET = """
@@ -420,9 +480,18 @@ with open(sys.argv[1]) as f:
     exec(compile(f.read(), "README.md usage", "exec"), namespace)
 model = namespace["model"]
 assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
+assert type(model).__name__ == "StoreForGenerativeRec", type(model)  # loaded with AutoModel
 generated = [model.config.item_ids[row] for row in namespace["rows"].tolist()]
 with open(sys.argv[2], "w") as f:
-    json.dump({"recommend": namespace["out"].item_ids[0], "generate": generated}, f)
+    json.dump(
+        {
+            "recommend": namespace["out"].item_ids[0],
+            "generate": generated,
+            "pipeline": namespace["top"],
+            "recommend_5": model.recommend([namespace["history"]], k=5).item_ids[0],
+        },
+        f,
+    )
 """
 
 
@@ -450,6 +519,9 @@ def test_usage_snippet_runs_against_a_saved_folder(recommender_folder, tmp_path)
     # recommend() and generate() run the same trie-constrained beam search
     assert set(out["recommend"]) == set(out["generate"]), out
     assert str(out["recommend"]) in proc.stdout  # the snippet prints the ids
+    # the pipeline's top 5 are recommend's (item ids and scores, best first)
+    assert [r["item_id"] for r in out["pipeline"]] == out["recommend_5"]
+    assert all(set(r) == {"item_id", "score"} for r in out["pipeline"])  # no titles saved
 
 
 def test_the_package_loads_a_saved_tokenizer_without_asking_to_trust_code(recommender_folder):
