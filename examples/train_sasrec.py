@@ -16,7 +16,15 @@ import time
 from dataclasses import asdict
 
 from store_hf.baselines import SASRec, SASRecConfig
-from store_hf.baselines.script import KS, baseline_parser, best_epoch, finish, start
+from store_hf.baselines.script import (
+    KS,
+    baseline_parser,
+    best_epoch,
+    checked_config,
+    finish,
+    parse_args,
+    start,
+)
 from store_hf.metrics import ranking_metrics
 
 
@@ -28,17 +36,18 @@ def main() -> None:
     parser.add_argument("--patience", type=int, default=10)
     parser.add_argument("--max-len", type=int, default=50)
     parser.add_argument("--dropout", type=float, default=0.5)
-    args = parser.parse_args()
+    args = parse_args(parser)
     started = time.perf_counter()
-    data = start(args, max_history=args.max_len)  # seeded before the model is built
-
-    config = SASRecConfig(
+    config = checked_config(  # before the data is read
+        parser,
+        SASRecConfig,
         epochs=args.epochs,
         patience=args.patience,
         seed=args.seed,
         max_len=args.max_len,
         dropout=args.dropout,
     )
+    data = start(args, max_history=args.max_len)  # seeded before the model is built
     train_started = time.perf_counter()
     model = SASRec.fit(data.splits, config, item_ids=data.dataset.item_ids, device=args.device)
     train_seconds = time.perf_counter() - train_started

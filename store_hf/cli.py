@@ -82,14 +82,31 @@ def _describe(args: argparse.Namespace) -> int:
 
     dataset = load_from_args(args)
     stats = dataset.statistics()
-    stats["memory"] = {
+    memory = {
         "hidden_size": args.hidden_size,
         **embedding_memory(
             len(dataset.items), args.hidden_size, args.codebook_size, args.num_dense_tokens
         ),
     }
-    print(json.dumps(stats, indent=2) if args.json else format_statistics(stats))
+    if args.json:
+        print(json.dumps({**stats, "memory": memory}, indent=2))
+    else:
+        print(format_statistics(stats) + "\n" + memory_line(memory))
     return 0
+
+
+def memory_line(memory: dict[str, int]) -> str:
+    """The describe table's line on the memory model: the ID table against the code table,
+    saying which is smaller and by how much (``2.5x larger`` where the codes need more)."""
+    ids, codes = memory["id_table"], memory["code_table"]
+    if ids >= codes:
+        ratio = f"{ids / codes:.1f}x smaller" if codes else "none"
+    else:
+        ratio = f"{codes / ids:.1f}x larger" if ids else "no items"
+    return (
+        f"  embedding memory at D={memory['hidden_size']}: ID table N x D = {ids:,} floats; "
+        f"semantic codes k x v x D = {codes:,} floats ({ratio})"
+    )
 
 
 def _build_config(values: dict[str, Any], source: str) -> RunConfig:
@@ -155,7 +172,7 @@ def _run(args: argparse.Namespace) -> int:
     config = _run_config_from_args(args)  # checked before anything is read or written
     from .pipeline import Pipeline
 
-    pipeline = Pipeline(config, force=args.force)
+    pipeline = Pipeline(config, force=args.force, break_lock=args.break_lock)
     if args.reuse_stages_from:
         pipeline.reuse_stages(args.reuse_stages_from)
     out = pipeline.run()
@@ -170,18 +187,27 @@ def _stage(args: argparse.Namespace) -> int:
         config.report_to = args.report_to
     from .pipeline import Pipeline
 
-    pipeline = Pipeline(config, force=args.force)
+    # a stage command never takes the folder over: it cannot redo the stages before its own
+    pipeline = Pipeline(config, force=args.force, take_over=False, break_lock=args.break_lock)
     folder = getattr(pipeline, _STAGE_COMMANDS[args.command])()
     print(folder)
     return 0
 
 
 # ---------------------------------------------------------------------------- a trained model
-def _load_rec(path: str | Path) -> StoreForGenerativeRec:
+def _load_rec(path: str | Path, verify: bool = True) -> StoreForGenerativeRec:
+    """The recommender of a model or run folder; a run's model is checked against the
+    checksums its stage recorded first (``verify``), and an unreadable weights file is one
+    line naming it."""
+    from .files import safetensors_errors
     from .modeling_store import StoreForGenerativeRec
-    from .run_folder import model_folder
+    from .run_folder import verified_model_folder
 
-    return StoreForGenerativeRec.from_pretrained(model_folder(path))
+    folder = verified_model_folder(path, verify=verify)
+    weights = sorted(folder.glob("*.safetensors"))
+    hint = "save or download the model again (a run's: `store-hf rec-train RUN --force`)"
+    with safetensors_errors(weights[0] if len(weights) == 1 else folder, hint=hint):
+        return StoreForGenerativeRec.from_pretrained(folder)
 
 
 def _finite(score: float) -> float | None:
@@ -192,7 +218,7 @@ def _finite(score: float) -> float | None:
 def _recommend(args: argparse.Namespace) -> int:
     if args.k < 1:  # before the model loads
         raise ValueError(f"-k must be at least 1, got {args.k}")
-    rec = _load_rec(args.model)
+    rec = _load_rec(args.model, verify=not args.no_verify)
     k, catalogue = args.k, len(rec.config.item_ids)
     if k > catalogue:  # beam search cannot find more items than there are
         print(
@@ -210,7 +236,7 @@ def _recommend(args: argparse.Namespace) -> int:
 
 
 def _score(args: argparse.Namespace) -> int:
-    rec = _load_rec(args.model)
+    rec = _load_rec(args.model, verify=not args.no_verify)
     scores = rec.score([args.history] * len(args.candidates), args.candidates)
     values = [_finite(s) for s in scores.tolist()]
     print(json.dumps(dict(zip(args.candidates, values)), indent=2, allow_nan=False))
@@ -281,6 +307,23 @@ def _add_report_to_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_break_lock_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--break-lock",
+        action="store_true",
+        help="take over the run folder's lock whoever holds it (a run on another host that "
+        "no longer runs; a lock of this host is taken over when its process is gone)",
+    )
+
+
+def _add_no_verify_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--no-verify",
+        action="store_true",
+        help="load a run's model without checking its files against the run's checksums",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="store-hf", description=DESCRIPTION)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -319,7 +362,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--pca-dim", type=int, help="d, PCA size before k-means (default 32)")
     _add_report_to_argument(run)
-    run.add_argument("--force", action="store_true", help="redo finished stages")
+    run.add_argument(
+        "--force",
+        action="store_true",
+        help="redo finished stages; take over a folder of other settings or data",
+    )
+    _add_break_lock_argument(run)
     run.add_argument(
         "--reuse-stages-from",
         metavar="RUN_DIR",
@@ -333,7 +381,12 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(
             "output_dir", type=Path, help="the run's output folder (the stage writes here)"
         )
-        p.add_argument("--force", action="store_true", help="redo the stage if finished")
+        p.add_argument(
+            "--force",
+            action="store_true",
+            help="redo the stage if finished (never the earlier stages: see store-hf run)",
+        )
+        _add_break_lock_argument(p)
         if stage in ("tokenizer", "recommender"):
             _add_report_to_argument(p)
         p.set_defaults(func=_stage)
@@ -344,12 +397,14 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument(
         "-k", type=int, default=10, help="how many items (at most the catalogue's size)"
     )
+    _add_no_verify_argument(rec)
     rec.set_defaults(func=_recommend)
 
     score = sub.add_parser("score", help="yes-probabilities of candidates for one history")
     score.add_argument("model", help="a recommender model folder or a run folder")
     score.add_argument("--history", nargs="+", required=True)
     score.add_argument("--candidates", nargs="+", required=True)
+    _add_no_verify_argument(score)
     score.set_defaults(func=_score)
 
     push = sub.add_parser("push", help="upload a model folder to the Hugging Face Hub")
@@ -396,9 +451,12 @@ def _error_message(error: Exception) -> str | None:
         # "[Errno 13] Permission denied: 'runs/x'" -> "runs/x: Permission denied"
         where = f"{error.filename}" + (f" -> {error.filename2}" if error.filename2 else "")
         message = f"{where}: {error.strerror or error}"
-    elif isinstance(error, (OSError, RuntimeError, ValueError)):
+    elif isinstance(error, (OSError, RuntimeError, ValueError)) or (
+        type(error).__name__ == "SafetensorError"  # by name: importing safetensors is slow
+    ):
         # OSError: network, disk; ValueError: bad settings or data (PipelineError,
-        # DataFormatError); RuntimeError: e.g. no Hub token
+        # DataFormatError); RuntimeError: e.g. no Hub token; SafetensorError: a damaged weights
+        # file, a full disk while saving (not an OSError; the stages name the file)
         message = str(error) or type(error).__name__
     else:
         return None

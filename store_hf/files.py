@@ -9,7 +9,10 @@ later run would take for finished.
   finished result was damaged.
 * :func:`save_tensors_and_config` / :func:`load_tensors_and_config`: the ``<name>.safetensors``
   + ``<name>.json`` pair every saved model of this package uses (semantic-ID codebooks, RQ-VAE,
-  SASRec, TIGER), with a random fingerprint in both files that detects a pair from two saves.
+  SASRec, TIGER), with a content fingerprint in both files that detects a pair from two saves
+  (the same content gives the same bytes: files saved from one seed compare with ``sha256sum``).
+* :func:`safetensors_errors`: safetensors' own error (a truncated file, a full disk; not an
+  ``OSError``) as a one-line :class:`CorruptFileError` naming the file.
 
 Not used by the remote-code modules (``modeling_store`` and what it imports): those must load
 from a Hub folder without this package installed, so they keep their own few lines.
@@ -17,13 +20,13 @@ from a Hub folder without this package installed, so they keep their own few lin
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
 import tempfile
-import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -122,9 +125,11 @@ def file_checksums(folder: str | os.PathLike, exclude: tuple[str, ...] = ()) -> 
     return out
 
 
-def damaged_files(folder: str | os.PathLike, recorded: dict[str, Any]) -> list[str]:
+def damaged_files(
+    folder: str | os.PathLike, recorded: dict[str, Any], full: bool = True
+) -> list[str]:
     """The files of ``recorded`` (from :func:`file_checksums`) that are missing under
-    ``folder`` or differ in size or content."""
+    ``folder`` or differ in size or (with ``full``, reading every file) in content."""
     folder = Path(folder)
     bad = []
     for rel, expected in recorded.items():
@@ -132,10 +137,31 @@ def damaged_files(folder: str | os.PathLike, recorded: dict[str, Any]) -> list[s
         if (
             not path.is_file()
             or path.stat().st_size != expected["size"]
-            or sha256_file(path) != expected["sha256"]
+            or (full and sha256_file(path) != expected["sha256"])
         ):
             bad.append(rel)
     return bad
+
+
+@contextlib.contextmanager
+def safetensors_errors(
+    path: str | os.PathLike, doing: str = "reading", hint: str = ""
+) -> Iterator[None]:
+    """Report safetensors' own error raised in the block (a truncated or damaged file, a full
+    disk while saving: ``SafetensorError`` is not an ``OSError``) as a one-line
+    :class:`CorruptFileError` naming ``path``, what was being done (``"reading"``,
+    ``"writing the stage's files"``) and ``hint`` (what to do about it)."""
+    try:
+        yield
+    except Exception as e:
+        from safetensors import SafetensorError
+
+        if not isinstance(e, SafetensorError):
+            raise
+        detail = " ".join(str(e).split())
+        raise CorruptFileError(
+            f"{path}: {doing} failed in safetensors ({detail}){'; ' + hint if hint else ''}"
+        ) from None
 
 
 def atomic_copy(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
@@ -177,7 +203,8 @@ def save_tensors_and_config(
     indent: int | None = 1,
 ) -> str:
     """Write ``folder/weights_name`` (safetensors) and ``folder/config_name`` (JSON), each
-    atomically, with one fresh random fingerprint in both.
+    atomically, with one fingerprint in both: a hash of the tensors and the config, so equal
+    content gives byte-identical files and a pair from two different saves is detected.
 
     Args:
         tensors: name -> numpy array or torch tensor (all of one kind), contiguous.
@@ -190,19 +217,39 @@ def save_tensors_and_config(
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    fingerprint = uuid.uuid4().hex
-    metadata = {"format_version": str(format_version), "fingerprint": fingerprint}
     if all(isinstance(t, np.ndarray) for t in tensors.values()):
         from safetensors.numpy import save
     else:
         from safetensors.torch import save
-    blob = save(dict(tensors), metadata=metadata)
+    metadata = {"format_version": str(format_version)}
+    text = json.dumps(dict(config), indent=indent, default=_json_default)
+    digest = hashlib.sha256(_sorted_metadata(save(dict(tensors), metadata=metadata)))
+    digest.update(text.encode("utf-8"))
+    fingerprint = digest.hexdigest()[:32]
+    blob = _sorted_metadata(save(dict(tensors), metadata={**metadata, "fingerprint": fingerprint}))
     meta = {"format_version": format_version, "fingerprint": fingerprint, **config}
     # Weights first: a crash between the two writes leaves a pair whose fingerprints differ,
     # which the loader reports, never a config that silently describes other weights.
     atomic_write(folder / weights_name, blob)
     atomic_write(folder / config_name, json.dumps(meta, indent=indent, default=_json_default))
     return fingerprint
+
+
+def _sorted_metadata(blob: bytes) -> bytes:
+    """A safetensors file's bytes with the metadata of its header in sorted order.
+
+    safetensors keeps the metadata in a hash map, so two saves of the same tensors and
+    metadata may write it in different orders; the header is rewritten (compact JSON, padded
+    with spaces to its old length, as safetensors pads it), the tensors are left as they are.
+    """
+    size = int.from_bytes(blob[:8], "little")
+    header = json.loads(blob[8 : 8 + size])
+    if "__metadata__" in header:
+        header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+    text = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    if len(text) > size:  # not expected: the same content, compact, is never longer
+        return blob
+    return blob[:8] + text.ljust(size, b" ") + blob[8 + size :]
 
 
 def load_tensors_and_config(
@@ -269,6 +316,7 @@ __all__ = [
     "link_or_copy",
     "load_tensors_and_config",
     "read_json",
+    "safetensors_errors",
     "save_tensors_and_config",
     "sha256_file",
     "write_json_atomic",

@@ -37,6 +37,16 @@ DISTRIBUTED_STAGES = ("tokenizer", "encode", "recommender")
 #: Stages another run can lend (``reuse_stages``): they do not depend on the ``recommender``
 #: settings, so runs that differ only there (recommender ablations) can share them.
 SHAREABLE_STAGES = ("tokenizer", "encode", "codebook")
+#: The finished stages each stage reads: checked before it removes anything (the stages after
+#: it, its checkpoints), so a stage command that cannot run leaves the folder as it was.
+STAGE_INPUTS = {
+    "tokenizer": (),
+    "encode": ("tokenizer",),
+    "codebook": ("encode",),
+    "recommender": ("tokenizer", "encode", "codebook"),
+    "evaluate": ("recommender",),
+    "report": STAGES[:-1],
+}
 
 
 class Pipeline:
@@ -45,14 +55,33 @@ class Pipeline:
     Under several processes the training and encoding stages run on all of them (Trainer and
     the item encoder split the work) and the others on the main process only; only the main
     process writes.
+
+    Args:
+        config: the run.
+        force: redo finished stages (and, with ``take_over``, take over a folder of another
+            run or other data).
+        take_over: ``False`` for a stage command: it never takes a folder over, as it cannot
+            redo the earlier stages (see :class:`RunFolder`).
+        break_lock: take over the folder's lock whoever holds it.
     """
 
-    def __init__(self, config: RunConfig, force: bool = False) -> None:
+    def __init__(
+        self,
+        config: RunConfig,
+        force: bool = False,
+        take_over: bool = True,
+        break_lock: bool = False,
+    ) -> None:
         config.check()
         self.config = config
         self.preset = config.resolved_preset()
         self.folder = RunFolder(
-            config, force=force, stages=STAGES, distributed_stages=DISTRIBUTED_STAGES
+            config,
+            force=force,
+            stages=STAGES,
+            distributed_stages=DISTRIBUTED_STAGES,
+            take_over=take_over,
+            break_lock=break_lock,
         )
         self.out = self.folder.out
         self.force = force
@@ -71,7 +100,7 @@ class Pipeline:
 
     def _stage(self, name: str, body) -> Path:
         with self.folder.session():  # one lock for a whole run, or for one stage command
-            return self.folder.run_stage(name, body)
+            return self.folder.run_stage(name, body, requires=STAGE_INPUTS[name])
 
     def reuse_stages(self, source: str | os.PathLike) -> list[str]:
         """Take the finished stages of ``SHAREABLE_STAGES`` from the run folder ``source``

@@ -1,12 +1,23 @@
-"""What a run depends on (:class:`RunConfig`, saved as ``run_config.json``) and the YAML file
-that may hold it."""
+"""What a run depends on (:class:`RunConfig`, saved as ``run_config.json``), the YAML file
+that may hold it, and the one checker of settings values (:func:`check_settings`: the type from
+a dataclass's annotations, the range from :data:`SETTING_RANGES`) that RunConfig, the command
+line, the RQ-VAE and the baseline scripts share.
+
+A run is identified by its settings (:meth:`RunConfig.identity`: no path, no output folder)
+and by the content of its input files (:meth:`RunConfig.input_fingerprint`, keyed by each
+file's role, never by how its path was spelt), so the same run started from another working
+directory, or with absolute instead of relative paths, is the same run."""
 
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
+import math
+import numbers
 import os
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +38,9 @@ from .reporting import parse_report_to
 
 RUN_FILE = "run_config.json"
 RUN_FILE_HINT = "start the run again in a new --output-dir (this folder's settings are unreadable)"
+#: RunConfig fields that name input data: kept out of the identity (the data's content is in
+#: the input fingerprint instead); saved absolute and relative to the run folder
+DATA_PATHS = ("dataset", "items", "interactions")
 
 
 class PipelineError(ValueError):
@@ -66,8 +80,9 @@ class RunConfig:
     codebook: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        # paths are kept as the strings they were given (the identity compares them as text)
-        for name in ("output_dir", "dataset", "items", "interactions"):
+        # paths are kept as the strings they were given (relative to the working directory);
+        # run_config.json keeps them absolute (see ``with_absolute_paths``)
+        for name in ("output_dir", *DATA_PATHS):
             value = getattr(self, name)
             if isinstance(value, os.PathLike):
                 setattr(self, name, os.fspath(value))
@@ -96,16 +111,13 @@ class RunConfig:
         directory it was started from, and another folder altogether once the run folder is
         copied or moved (``cp -a runs/ref runs/c; store-hf report runs/c`` must not write into
         runs/ref). The folder given is the run; ``output_dir`` is not part of its identity.
+
+        The data paths are found where they are: the saved absolute path, else the same path
+        relative to the run folder (a run folder moved together with its data); where neither
+        exists the saved one is kept, and reading it says "file not found at ...".
         """
         folder = Path(folder)
-        run_file = folder / RUN_FILE
-        if not run_file.is_file():
-            raise PipelineError(f"{folder}: no {RUN_FILE}; start with store-hf run")
-        saved = read_json(run_file, hint=RUN_FILE_HINT)
-        values = saved.get("config") if isinstance(saved, dict) else None
-        if not isinstance(values, dict):
-            raise PipelineError(f"{run_file}: no 'config' mapping; not written by store-hf run")
-        return cls.from_dict({**values, "output_dir": str(folder)}, source=str(run_file))
+        return cls.from_dict(run_folder_settings(folder), source=str(folder / RUN_FILE))
 
     @classmethod
     def from_yaml(cls, path: str | os.PathLike) -> RunConfig:
@@ -141,16 +153,6 @@ class RunConfig:
             parse_report_to(self.report_to)
         except ValueError as e:
             raise PipelineError(f"{source}: report_to: {e}") from None
-        for name, value, low in (
-            ("seed", self.seed, 0),
-            ("eval_seed", self.eval_seed, 0),
-            ("kcore", self.kcore, 1),
-            ("eval_tokenizer_items", self.eval_tokenizer_items, 0),
-            ("codebook.codebook_size", self.codebook.get("codebook_size"), 2),
-            ("codebook.pca_dim", self.codebook.get("pca_dim"), 1),
-        ):
-            if value is not None and value < low:
-                raise PipelineError(f"{source}: {name}: must be >= {low}, got {value}")
         if not str(self.output_dir).strip():
             raise PipelineError(f"{source}: output_dir: empty")
         if self.dataset_format is not None and self.dataset_format not in available_formats():
@@ -159,28 +161,45 @@ class RunConfig:
                 f"{available_formats()}"
             )
 
-    def input_files(self) -> list[Path]:
-        """The data files the run reads: every file of the dataset folder, the items and
-        interactions files, or the embedded dataset's files (hidden files left out)."""
+    def input_files(self) -> dict[str, Path]:
+        """The data files the run reads, by role: ``dataset/<file in the folder>`` (or
+        ``dataset`` for a single file), ``items``, ``interactions``, or ``embedded/<file>``
+        for the embedded dataset (hidden files left out). The keys do not depend on how the
+        paths were spelt nor on the working directory.
+
+        Raises:
+            PipelineError: a named path does not exist ("file not found at ...").
+        """
         from .data import EMBEDDED_DATASET_DIR
 
-        named = [Path(p) for p in (self.dataset, self.items, self.interactions) if p is not None]
-        files = []
-        for root in named or [EMBEDDED_DATASET_DIR]:
+        roots = {name: getattr(self, name) for name in DATA_PATHS if getattr(self, name)}
+        files: dict[str, Path] = {}
+        for name, root in (roots or {"embedded": EMBEDDED_DATASET_DIR}).items():
+            root = Path(root)
             if root.is_dir():
-                files += sorted(
-                    p
-                    for p in root.rglob("*")
-                    if p.is_file() and not any(x.startswith(".") for x in p.relative_to(root).parts)
-                )
+                for p in sorted(root.rglob("*")):
+                    rel = p.relative_to(root)
+                    if p.is_file() and not any(x.startswith(".") for x in rel.parts):
+                        files[f"{name}/{rel.as_posix()}"] = p
             elif root.is_file():
-                files.append(root)
+                files[name] = root
+            else:
+                raise PipelineError(f"{name}: file not found at {os.path.abspath(root)}")
         return files
 
     def input_fingerprint(self) -> dict[str, str]:
-        """``{path: sha256}`` of :meth:`input_files`: a run folder remembers the data it was
+        """``{role: sha256}`` of :meth:`input_files`: a run folder remembers the data it was
         computed from, so a rerun notices edited data instead of reprinting stale results."""
-        return {str(p): sha256_file(p) for p in self.input_files()}
+        return {key: sha256_file(p) for key, p in self.input_files().items()}
+
+    def with_absolute_paths(self) -> RunConfig:
+        """This config with the data paths absolute (as ``run_config.json`` keeps them)."""
+        paths = {
+            name: os.path.abspath(getattr(self, name))
+            for name in DATA_PATHS
+            if getattr(self, name) is not None
+        }
+        return dataclasses.replace(self, **paths)
 
     def resolved_preset(self) -> Preset:
         preset = get_preset(self.preset, **({"backbone": self.backbone} if self.backbone else {}))
@@ -196,6 +215,8 @@ class RunConfig:
         values = dataclasses.asdict(self)
         values.pop("output_dir")
         values.pop("report_to")  # where the logs go changes no result
+        for name in DATA_PATHS:  # the data is identified by its content (input_fingerprint)
+            values.pop(name)
         # defaults of settings added later leave the identity of older folders unchanged
         if values["semantic_ids"] == "store":
             values.pop("semantic_ids")
@@ -214,7 +235,9 @@ class RunConfig:
     def differences_from(self, saved: dict[str, Any]) -> list[str]:
         """Names of the settings in which the run of a read ``run_config.json`` (``saved``)
         differs from this one (``[]``: the same run)."""
-        theirs, mine = saved.get("identity", {}), self.identity()
+        theirs, mine = dict(saved.get("identity", {})), self.identity()
+        for name in DATA_PATHS:  # the identity of folders of older versions held the paths
+            theirs.pop(name, None)
         return sorted(k for k in set(theirs) | set(mine) if theirs.get(k) != mine.get(k))
 
     def load_dataset(self) -> RecDataset:
@@ -227,13 +250,44 @@ class RunConfig:
         )
 
 
+def run_folder_settings(folder: Path) -> dict[str, Any]:
+    """The settings saved in ``folder/run_config.json`` for a run in ``folder`` (see
+    :meth:`RunConfig.from_run_folder`), not yet checked."""
+    run_file = folder / RUN_FILE
+    if not run_file.is_file():
+        raise PipelineError(f"{folder}: no {RUN_FILE}; start with store-hf run")
+    saved = read_json(run_file, hint=RUN_FILE_HINT)
+    values = saved.get("config") if isinstance(saved, dict) else None
+    if not isinstance(values, dict):
+        raise PipelineError(f"{run_file}: no 'config' mapping; not written by store-hf run")
+    relative = saved.get("data_paths")
+    relative = relative if isinstance(relative, dict) else {}
+    values = {**values, "output_dir": str(folder)}
+    for name in DATA_PATHS:
+        saved_path, here = values.get(name), relative.get(name)
+        if (
+            isinstance(saved_path, str)
+            and isinstance(here, str)
+            and not Path(saved_path).exists()
+            and (folder / here).exists()
+        ):
+            values[name] = os.path.normpath(os.path.abspath(folder / here))
+    return values
+
+
 def read_yaml_settings(path: str | os.PathLike) -> dict[str, Any]:
-    """The top-level mapping of a YAML run config (not yet checked: flags may still add to it)."""
+    """The top-level mapping of a YAML run config (not yet checked: flags may still add to it).
+
+    A run folder's ``run_config.json`` is read as the settings of that folder's run
+    (``store-hf run RUN/run_config.json --force`` redoes it from the start).
+    """
     import yaml
 
     path = Path(path)
     if not path.is_file():
         raise PipelineError(f"{path}: config file not found")
+    if path.name == RUN_FILE:
+        return run_folder_settings(path.parent)
     try:
         values = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:
@@ -241,6 +295,111 @@ def read_yaml_settings(path: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(values, dict):
         raise PipelineError(f"{path}: expected a mapping of settings at the top level")
     return values
+
+
+def changed_inputs(saved: Mapping[str, str], current: Mapping[str, str]) -> list[str]:
+    """The input files (keys of :meth:`RunConfig.input_fingerprint`) whose content differs
+    between a saved fingerprint and the current one (``[]``: the same data). A fingerprint of
+    an older version, keyed by the paths as they were typed, is compared by content alone."""
+    if not set(saved) & set(current) and sorted(saved.values()) == sorted(current.values()):
+        return []
+    return sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
+
+
+# ----------------------------------------------------------------------------- settings values
+@dataclass(frozen=True)
+class Range:
+    """The values a numeric setting may take: ``low`` and ``high`` bounds (``None``: none),
+    each inclusive unless its ``*_open`` flag is set."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def __contains__(self, value: float) -> bool:
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+            return False
+        return self.high is None or (value < self.high if self.high_open else value <= self.high)
+
+    def __str__(self) -> str:
+        if self.high is None:
+            return f"{'>' if self.low_open else '>='} {self.low:g}"
+        left, right = "(" if self.low_open else "[", ")" if self.high_open else "]"
+        return f"in {left}{self.low:g}, {self.high:g}{right}"
+
+
+#: The range of every numeric setting, by field name (``fnmatch`` patterns, the first match
+#: wins), for every settings dataclass: the run's, the three stages' (so a field added to
+#: ``store_hf.presets`` is covered without an entry here), the RQ-VAE's and the baselines'.
+#: A name not matched: an integer must be >= 1 (sizes, counts, steps), a number >= 0. Every
+#: number must also be finite.
+SETTING_RANGES: tuple[tuple[str, Range], ...] = (
+    ("max_steps", Range(-1)),  # -1: no limit (TrainingArguments)
+    ("*seed", Range(0)),
+    ("codebook_size", Range(2)),
+    ("*learning_rate", Range(0, low_open=True)),
+    ("lr", Range(0, low_open=True)),
+    ("*epochs", Range(0, low_open=True)),
+    ("*dropout", Range(0, 1, high_open=True)),
+    ("*_ratio", Range(0, 1)),
+    ("reset_until", Range(0, 1)),
+    ("patience", Range(0)),
+    ("scoring_negatives", Range(0)),
+    ("eval_tokenizer_items", Range(0)),
+    ("kmeans_iters", Range(0)),
+    ("warmup_steps", Range(0)),
+    ("num_user_tokens", Range(0)),
+)
+_INTEGER_RANGE, _NUMBER_RANGE = Range(1), Range(0)
+
+
+def setting_range(name: str, value: float) -> Range:
+    """The range of the setting ``name`` (:data:`SETTING_RANGES`) for a value of its type."""
+    for pattern, allowed in SETTING_RANGES:
+        if fnmatch.fnmatchcase(name, pattern):
+            return allowed
+    return _INTEGER_RANGE if isinstance(value, int) else _NUMBER_RANGE
+
+
+def check_setting(value: Any, hint: Any, name: str, where: str) -> Any:
+    """``value`` as the setting ``name`` of type ``hint`` takes it (converted where YAML is
+    known to mistype), its type and range checked; :class:`PipelineError` saying what it
+    needs, after ``where`` (e.g. ``"run.yaml: recommender.batch_size"``), otherwise."""
+    value = _check_field(value, hint, where)
+    for number in value if isinstance(value, (list, tuple)) else (value,):
+        if isinstance(number, bool) or not isinstance(number, (int, float)):
+            continue
+        if not math.isfinite(number):
+            raise PipelineError(f"{where}: must be a finite number, got {number}")
+        allowed = setting_range(name, number)
+        if number not in allowed:
+            raise PipelineError(f"{where}: must be {allowed}, got {number}")
+    return value
+
+
+def check_settings(
+    values: Mapping[str, Any], fields: type | Mapping[str, Any], source: str, prefix: str = ""
+) -> dict[str, Any]:
+    """``values`` with every value of a known setting checked (:func:`check_setting`).
+
+    Args:
+        values: setting name -> value (a config file's section, a script's arguments).
+        fields: a dataclass, whose annotations give the types, or ``{name: type}``.
+        source: names where the values come from in errors (a file, ``"command line"``).
+        prefix: put before each name in errors (``"recommender."``).
+
+    Returns:
+        The values, converted where needed (``"5e-4"`` -> ``0.0005``, a list -> a tuple);
+        names ``fields`` does not know are left as they are (for the caller to refuse).
+    """
+    hints = typing.get_type_hints(fields) if isinstance(fields, type) else dict(fields)
+    return {
+        key: check_setting(value, hints[key], key, f"{source}: {prefix}{key}")
+        if key in hints
+        else value
+        for key, value in values.items()
+    }
 
 
 def _expected(hint: Any) -> tuple[str, Any] | None:
@@ -270,23 +429,27 @@ def _expected(hint: Any) -> tuple[str, Any] | None:
     if hint is bool:
         return "true or false", lambda v: v if isinstance(v, bool) else _wrong()
     if hint is int:  # YAML's true/false are bools, and bool is an int subclass: refuse them
-        return (
-            "an integer",
-            lambda v: v if isinstance(v, int) and not isinstance(v, bool) else _wrong(),
-        )
+        return "an integer", _integer
     if hint is float:
         return "a number", _number
     if hint is str:
         return "a string", lambda v: v if isinstance(v, str) else _wrong()
-    if origin is list:
-        item = _expected(typing.get_args(hint)[0])
+    if origin in (list, tuple):
+        args = typing.get_args(hint)
+        if origin is tuple and (len(args) != 2 or args[1] is not Ellipsis):
+            return None  # fixed-length tuples are not settings of this package
+        item = _expected(args[0]) if args else None
         if item is None:
             return None
         words, check = item
-        return (
-            f"a list (each {words})",
-            lambda v: [check(x) for x in v] if isinstance(v, list) else _wrong(),
-        )
+        kind = origin
+
+        def sequence(value: Any) -> Any:
+            if not isinstance(value, (list, tuple)):
+                raise TypeError
+            return kind(check(x) for x in value)
+
+        return f"a list (each {words})", sequence
     if hint is dict or origin is dict:
         return "a mapping", lambda v: v if isinstance(v, dict) else _wrong()
     return None
@@ -296,11 +459,20 @@ def _wrong() -> Any:
     raise TypeError
 
 
+def _integer(value: Any) -> int:
+    """An integer (numpy's too, as a Python int); ``True``/``False`` are not integers here."""
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        return int(value)
+    raise TypeError
+
+
 def _number(value: Any) -> float | int:
     if isinstance(value, bool):
         raise TypeError
-    if isinstance(value, (int, float)):
-        return value
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        return float(value)
     if isinstance(value, str):
         # YAML 1.1 (PyYAML) reads 5e-4 as a string (a float needs a dot: 5.0e-4); it is a number
         try:
@@ -325,30 +497,24 @@ def _check_field(value: Any, hint: Any, where: str) -> Any:
         ) from None
 
 
+#: The stage sections of a run config and the settings classes whose fields they override.
+STAGE_SETTINGS = {
+    "tokenizer": TokenizerStageSettings,
+    "recommender": RecStageSettings,
+    "codebook": CodebookSettings,
+}
+
+
 def typed_settings(values: dict[str, Any], source: str) -> dict[str, Any]:
-    """``values`` (a run config's keys) with every value of a known key checked against the type
-    of its field, in RunConfig and in the preset's stage settings (tokenizer, recommender,
-    codebook). RunConfig.from_dict checks the key names but not the values, and a mistyped
-    value (``seed: abc``) would otherwise fail only in a stage, after the output folder and its
-    run_config.json were written."""
-    hints = typing.get_type_hints(RunConfig)
-    checked = {
-        key: _check_field(value, hints[key], f"{source}: {key}") if key in hints else value
-        for key, value in values.items()
-    }
-    for name, settings in (
-        ("tokenizer", TokenizerStageSettings),
-        ("recommender", RecStageSettings),
-        ("codebook", CodebookSettings),
-    ):
+    """``values`` (a run config's keys) with every value of a known key checked
+    (:func:`check_settings`: type and range) against its field, in RunConfig and in the
+    preset's stage settings (tokenizer, recommender, codebook). RunConfig.from_dict checks the
+    key names but not the values, and a bad value (``seed: abc``, ``batch_size: -8``) would
+    otherwise fail only in a stage, after the output folder and its run_config.json were
+    written, or not at all."""
+    checked = check_settings(values, RunConfig, source)
+    for name, settings in STAGE_SETTINGS.items():
         section = checked.get(name)
-        if not isinstance(section, dict):
-            continue
-        hints = typing.get_type_hints(settings)
-        checked[name] = {  # unknown keys are left to RunConfig.check, which names them
-            key: _check_field(value, hints[key], f"{source}: {name}.{key}")
-            if key in hints
-            else value
-            for key, value in section.items()
-        }
+        if isinstance(section, dict):  # unknown keys are left to RunConfig.check, which names them
+            checked[name] = check_settings(section, settings, source, prefix=f"{name}.")
     return checked

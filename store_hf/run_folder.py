@@ -8,6 +8,10 @@ stages (they were computed from its old result), so a folder never mixes results
 The folder is locked while a run works in it, and it remembers its settings and a fingerprint of
 its input data (``run_config.json``). Under ``accelerate launch`` only the main process writes;
 the others wait at the same points.
+
+Only ``store-hf run`` may take a folder over (another run's settings or data, with
+``--force``): a stage command cannot redo the earlier stages, so it refuses instead of removing
+them. A stage checks the stages it reads before it removes the later ones.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import dataclasses
+import json
 import logging
 import os
 import shutil
@@ -27,8 +32,22 @@ from typing import Any
 import torch
 from transformers import set_seed
 
-from .files import damaged_files, file_checksums, link_or_copy, read_json, write_json_atomic
-from .run_config import RUN_FILE, RUN_FILE_HINT, PipelineError, RunConfig
+from .files import (
+    damaged_files,
+    file_checksums,
+    link_or_copy,
+    read_json,
+    safetensors_errors,
+    write_json_atomic,
+)
+from .run_config import (
+    DATA_PATHS,
+    RUN_FILE,
+    RUN_FILE_HINT,
+    PipelineError,
+    RunConfig,
+    changed_inputs,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -61,58 +80,145 @@ def model_folder(path: str | os.PathLike) -> Path:
     return path
 
 
-class FolderLock:
-    """An exclusive lock on a run folder: a file holding the owner's process id and host.
+def stage_files_problem(folder: Path, recorded: dict[str, Any], redo: str, full: bool) -> None:
+    """Raise :class:`PipelineError` naming the first file of ``recorded`` (``stage.json``'s
+    ``files``) that is missing under ``folder`` or differs in size or (``full``) checksum."""
+    bad = damaged_files(folder, recorded, full=full)
+    if bad:
+        more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+        raise PipelineError(
+            f"{folder / bad[0]}{more}: damaged or missing (its size or checksum differs from "
+            f"stage.json); {redo}"
+        )
 
-    A lock left by a process that no longer runs (on this host) is taken over; a live one makes
-    :meth:`acquire` raise :class:`PipelineError` naming its process.
+
+#: model folders whose every file was hashed by this process (the others get a size check)
+_HASHED_MODELS: set[Path] = set()
+
+
+def verified_model_folder(path: str | os.PathLike, verify: bool = True) -> Path:
+    """:func:`model_folder` of ``path``, its files checked against the ``stage.json`` of the
+    run's recommender stage where it is a run's model (``RUN/recommender/model``).
+
+    Every call checks the sizes; the first in a process also the SHA-256 of every file (an
+    edit that keeps the size, like two item ids swapped in ``config.json``). A model folder
+    outside a run has nothing recorded to check; ``verify=False`` skips the check.
+    """
+    folder = model_folder(path)
+    stage = folder.parent
+    if not verify or folder.name != "model" or not (stage / "stage.json").is_file():
+        return folder
+    redo = f"redo the stage: `store-hf {STAGE_COMMANDS['recommender']} {stage.parent} --force`"
+    summary = read_json(stage / "stage.json", hint=redo)
+    recorded = {
+        rel.removeprefix("model/"): entry
+        for rel, entry in (summary.get("files") or {}).items()
+        if rel.startswith("model/")
+    }
+    key = folder.resolve()
+    stage_files_problem(folder, recorded, redo, full=key not in _HASHED_MODELS)
+    _HASHED_MODELS.add(key)
+    return folder
+
+
+def process_start(pid: int) -> str | None:
+    """When the process ``pid`` started (clock ticks since boot, from ``/proc``), or ``None``
+    where that cannot be read (no such process, no ``/proc``)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat[stat.rindex(")") + 2 :].split()[19]  # field 22, after "pid (comm) "
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def boot_id() -> str | None:
+    """This machine's boot id (changes with every boot), or ``None`` where there is none."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return None
+
+
+class FolderLock:
+    """An exclusive lock on a run folder: a file holding the owner's process id, host, start
+    time and boot id.
+
+    A lock of this host is taken over when its process no longer runs, or when its process id
+    now belongs to another process (another start time or boot: the id was reused, e.g. by a
+    restarted container); a live one makes :meth:`acquire` raise :class:`PipelineError` naming
+    its process. A lock of another host cannot be checked from here: it is refused, unless
+    ``break_lock`` (``--break-lock``) takes it over.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, break_lock: bool = False) -> None:
         self.path = path
+        self.break_lock = break_lock
         self.held = False
 
     def acquire(self) -> None:
-        me = f"{os.getpid()} {socket.gethostname()}"
+        me = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "started": process_start(os.getpid()),
+            "boot_id": boot_id(),
+        }
         for _ in range(3):  # a stale lock removed by another process between two attempts
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
-                owner = self._owner()
+                owner = None if self.break_lock else self._owner()
                 if owner is not None:
-                    raise PipelineError(
-                        f"{self.path.parent}: in use by another store-hf run (process "
-                        f"{owner}); wait for it to finish or stop it (a lock of a process that "
-                        f"no longer runs is taken over: {self.path})"
-                    ) from None
+                    raise PipelineError(owner) from None
                 logger.warning(
-                    "%s: taking over the lock of a process that no longer runs", self.path
+                    "%s: taking over the lock (%s)",
+                    self.path,
+                    "--break-lock" if self.break_lock else "its process no longer runs",
                 )
                 self.path.unlink(missing_ok=True)
                 continue
             with os.fdopen(fd, "w") as f:
-                f.write(me + "\n")
+                f.write(json.dumps(me) + "\n")
             self.held = True
             atexit.register(self.release)
             return
         raise PipelineError(f"{self.path}: could not take the lock")
 
     def _owner(self) -> str | None:
-        """``"pid@host"`` of a live holder, ``None`` where the lock is stale."""
+        """Why the lock is held (the message for the user), ``None`` where it is stale."""
         try:
-            pid, host = self.path.read_text().split()
-            pid = int(pid)
-        except (OSError, ValueError):
+            text = self.path.read_text()
+            try:  # {"pid", "host", "started", "boot_id"}; "pid host" before
+                holder = json.loads(text)
+            except ValueError:
+                pid, host = text.split()
+                holder = {"pid": pid, "host": host}
+            pid, host = int(holder["pid"]), str(holder["host"])
+        except (OSError, ValueError, TypeError, KeyError):
             return None  # unreadable or half-written by a killed process
+        folder = self.path.parent
         if host != socket.gethostname():
-            return f"{pid} on {host}"  # cannot tell whether it runs: treat as held
+            return (
+                f"{folder}: in use by a store-hf run on host {host} (process {pid}), which "
+                "cannot be checked from here; if it no longer runs, pass --break-lock to take "
+                f"the lock ({self.path}) over"
+            )
         try:
             os.kill(pid, 0)
         except ProcessLookupError:
             return None
         except PermissionError:  # it runs, as another user
             pass
-        return str(pid)
+        started = holder.get("started")
+        if holder.get("boot_id") not in (None, boot_id()):
+            return None  # written before this machine booted
+        if started is not None and started != process_start(pid):
+            return None  # the id now names another process
+        if started is None and pid == os.getpid():
+            return None  # an old lock naming this process, which holds no lock of that kind
+        return (
+            f"{folder}: in use by another store-hf run (process {pid}); wait for it to finish "
+            f"or stop it (a lock of a process that no longer runs is taken over: {self.path})"
+        )
 
     def release(self) -> None:
         if self.held:
@@ -126,11 +232,15 @@ class RunFolder:
 
     Args:
         config: the run; its ``output_dir`` is the folder.
-        force: redo stages even where finished (their checkpoints too), and take over a folder
-            that holds another run or was computed from other data.
+        force: redo stages even where finished (their checkpoints too), and, with
+            ``take_over``, take over a folder that holds another run or was computed from
+            other data.
         stages: every stage in run order; computing one removes the later ones.
         distributed_stages: stages whose body runs on every process (the others run on the
             main process only).
+        take_over: whether this may take over a folder of another run (``store-hf run``);
+            ``False`` for a stage command, which cannot redo the earlier stages: it refuses.
+        break_lock: take over the folder's lock whoever holds it (``--break-lock``).
     """
 
     def __init__(
@@ -139,6 +249,8 @@ class RunFolder:
         force: bool = False,
         stages: tuple[str, ...] = (),
         distributed_stages: tuple[str, ...] = (),
+        take_over: bool = True,
+        break_lock: bool = False,
     ) -> None:
         from accelerate import PartialState
 
@@ -149,7 +261,8 @@ class RunFolder:
         self.distributed_stages = distributed_stages
         # cpu=True where there is no GPU: a bare PartialState() would ignore ACCELERATE_USE_CPU
         self.state = PartialState(cpu=not torch.cuda.is_available())
-        self.lock = FolderLock(self.out / LOCK_FILE)
+        self.take_over = take_over
+        self.lock = FolderLock(self.out / LOCK_FILE, break_lock=break_lock)
         self._opened = False
         self._depth = 0
         self._inputs: dict[str, str] | None = None
@@ -192,13 +305,7 @@ class RunFolder:
         summary = read_json(self.stage_dir(name) / "stage.json", hint=redo)
         if name in self._verified or "files" not in summary:
             return summary
-        bad = damaged_files(self.stage_dir(name), summary["files"])
-        if bad:
-            more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
-            raise PipelineError(
-                f"{self.stage_dir(name) / bad[0]}{more}: damaged or missing (its size or "
-                f"checksum differs from stage.json); {redo}"
-            )
+        stage_files_problem(self.stage_dir(name), summary["files"], redo, full=True)
         self._verified.add(name)
         return summary
 
@@ -255,21 +362,22 @@ class RunFolder:
         if run_file.is_file():
             saved = read_json(run_file, hint=RUN_FILE_HINT)
             diff = self.config.differences_from(saved)
-            changed = sorted(
-                p
-                for p in set(saved.get("inputs", inputs)) | set(inputs)
-                if saved.get("inputs", inputs).get(p) != inputs.get(p)
+            changed = changed_inputs(saved.get("inputs", inputs), inputs)
+            problem = (
+                f"holds another run (settings differ: {diff})"
+                if diff
+                else f"the input data changed since this run was computed ({', '.join(changed)})"
             )
-            if diff and not self.force:
+            if (diff or changed) and not self.take_over:
                 raise PipelineError(
-                    f"{self.out}: holds another run (settings differ: {diff}); choose a new "
-                    "--output-dir, or pass --force to redo it with these settings"
+                    f"{self.out}: {problem}; a stage command cannot redo the earlier stages "
+                    f"and leaves the folder as it is: redo the whole run with `store-hf run "
+                    f"{run_file} --force`, or start it in a new --output-dir"
                 )
-            if changed and not self.force:
+            if (diff or changed) and not self.force:
                 raise PipelineError(
-                    f"{self.out}: the input data changed since this run was computed "
-                    f"({', '.join(changed)}); choose a new --output-dir, or pass --force to "
-                    "redo the run on the new data"
+                    f"{self.out}: {problem}; choose a new --output-dir, or pass --force to redo "
+                    "the run with these settings and data"
                 )
             if diff or changed:
                 self._clear(f"a new run takes the folder over ({diff or changed})")
@@ -277,11 +385,18 @@ class RunFolder:
             raise PipelineError(
                 f"{self.out}: not empty and not a store-hf run folder; choose a new --output-dir"
             )
+        config = self.config.with_absolute_paths()
         write_json_atomic(
             run_file,
             {
-                "identity": self.config.identity(),
-                "config": dataclasses.asdict(self.config),
+                "identity": config.identity(),
+                "config": dataclasses.asdict(config),
+                # where the data is from the run folder: found again when both are moved
+                "data_paths": {
+                    name: os.path.relpath(getattr(config, name), os.path.abspath(self.out))
+                    for name in DATA_PATHS
+                    if getattr(config, name) is not None
+                },
                 "inputs": inputs,
             },
         )
@@ -337,7 +452,7 @@ class RunFolder:
                 "(only 'recommender' settings may differ)"
             )
         inputs = saved.get("inputs")
-        if inputs is not None and inputs != self.inputs():
+        if inputs is not None and changed_inputs(inputs, self.inputs()):
             raise PipelineError(f"{source}: its stages were computed from other input data")
         self.open()
         taken = []
@@ -358,12 +473,19 @@ class RunFolder:
         return taken
 
     # -- running a stage
-    def run_stage(self, name: str, body: Callable[[Path], dict[str, Any]]) -> Path:
+    def run_stage(
+        self,
+        name: str,
+        body: Callable[[Path], dict[str, Any]],
+        requires: tuple[str, ...] = (),
+    ) -> Path:
         """Run ``body(partial_dir) -> summary`` unless the stage is done; publish atomically.
 
         The summary, with the stage's name, wall time and the checksums of its files, becomes
-        ``stage.json``. Before the body runs, the later stages are removed, and with ``force``
-        this stage's checkpoints too (it trains from the start).
+        ``stage.json``. Before the body runs, the stages it reads (``requires``) are checked
+        (finished, undamaged); only then are the later stages removed, and with ``force`` this
+        stage's checkpoints too (it trains from the start). A file the body cannot write with
+        safetensors (a full disk) is named in one line.
         """
         self.open()
         final = self.stage_dir(name)
@@ -376,6 +498,8 @@ class RunFolder:
             return final
         partial = self.out / f"{name}.partial"
         if self.is_main:
+            for needed in requires:  # inputs first: a stage that cannot run removes nothing
+                self.require(needed)
             self._invalidate_after(name)
             if self.force:
                 shutil.rmtree(self.checkpoints(name), ignore_errors=True)
@@ -388,7 +512,8 @@ class RunFolder:
         # initialises new rows: a stage computes the same whether the run was interrupted
         # before it or not
         set_seed(self.config.seed)
-        summary = body(partial) if name in self.distributed_stages or self.is_main else {}
+        with safetensors_errors(partial, doing="writing the stage's files"):
+            summary = body(partial) if name in self.distributed_stages or self.is_main else {}
         self.state.wait_for_everyone()
         if self.is_main:
             summary = {
@@ -407,4 +532,12 @@ class RunFolder:
         return final
 
 
-__all__ = ["CHECKPOINTS", "LOCK_FILE", "STAGE_COMMANDS", "FolderLock", "RunFolder"]
+__all__ = [
+    "CHECKPOINTS",
+    "LOCK_FILE",
+    "STAGE_COMMANDS",
+    "FolderLock",
+    "RunFolder",
+    "model_folder",
+    "verified_model_folder",
+]

@@ -288,7 +288,7 @@ def test_recommend_errors_are_one_line(recommender_folder, tmp_path, monkeypatch
     assert main(["recommend", str(tmp_path), "--history", "i1"]) == 2
     assert "not a model folder nor a store-hf run folder" in _one_line_error(capsys)
 
-    def no_loading(path):  # k is checked before the model loads
+    def no_loading(path, verify=True):  # k is checked before the model loads
         raise AssertionError("loaded the model")
 
     monkeypatch.setattr(cli, "_load_rec", no_loading)
@@ -310,7 +310,7 @@ def test_non_finite_scores_print_as_null(monkeypatch, capsys):
         def score(self, histories, candidates):
             return torch.tensor([0.25, math.nan])
 
-    monkeypatch.setattr(cli, "_load_rec", lambda path: Stand_in())
+    monkeypatch.setattr(cli, "_load_rec", lambda path, verify=True: Stand_in())
     assert main(["recommend", "m", "--history", "a", "-k", "4"]) == 0
     assert _strict_json(capsys.readouterr().out) == {"items": ["a", "b"], "scores": [-0.5, None]}
     assert main(["score", "m", "--history", "a", "--candidates", "b", "c"]) == 0

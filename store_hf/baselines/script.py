@@ -4,8 +4,9 @@ sample that ``store-hf evaluate`` ranks, and the files they write.
 
     parser = baseline_parser(__doc__)
     parser.add_argument("--epochs", type=int, default=200)  # the script's own settings
-    args = parser.parse_args()
+    args = parse_args(parser)  # the common settings checked
     data = start(args, max_history=50)  # logging, threads, seed; dataset, splits, test users
+    config = checked_config(parser, SASRecConfig, epochs=args.epochs, ...)
     ...
     finish(args.output_dir, data, ranks, report)  # ranks.json, metrics.json (atomic), stdout
 """
@@ -18,7 +19,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn, TypeVar
 
 import torch
 from transformers import set_seed
@@ -26,10 +27,20 @@ from transformers import set_seed
 from ..data import EVAL_SEED, RecDataset, leave_one_out, load_dataset_or_embedded, sample_users
 from ..files import write_json_atomic
 from ..metrics import ranking_metrics
+from ..run_config import check_settings
 from .popularity import MostPopular
 
 #: The cut-offs every script reports.
 KS = (1, 5, 10, 20)
+#: The types of the settings :func:`baseline_parser` adds (their ranges: the package's
+#: settings checker, :data:`store_hf.run_config.SETTING_RANGES`).
+COMMON_SETTINGS = {
+    "seed": int,
+    "eval_seed": int,
+    "max_test_users": int | None,
+    "threads": int | None,
+}
+Config = TypeVar("Config")
 
 
 def baseline_parser(description: str | None) -> argparse.ArgumentParser:
@@ -59,6 +70,34 @@ def baseline_parser(description: str | None) -> argparse.ArgumentParser:
         "--threads", type=int, help="torch CPU threads (1 is fastest on a small, busy machine)"
     )
     return parser
+
+
+def _usage_error(parser: argparse.ArgumentParser, error: ValueError) -> NoReturn:
+    parser.error(str(error))  # one line on stderr, exit status 2
+
+
+def parse_args(parser: argparse.ArgumentParser) -> argparse.Namespace:
+    """``parser.parse_args()``, with the settings of :func:`baseline_parser` checked by the
+    package's one settings checker (:func:`store_hf.run_config.check_settings`): a value out of
+    range (``--max-test-users 0``) is a usage error naming it, before anything is read."""
+    args = parser.parse_args()
+    try:
+        check_settings(
+            {k: getattr(args, k) for k in COMMON_SETTINGS}, COMMON_SETTINGS, "command line"
+        )
+    except ValueError as e:
+        _usage_error(parser, e)
+    return args
+
+
+def checked_config(parser: argparse.ArgumentParser, cls: type[Config], **values: Any) -> Config:
+    """``cls(**values)`` (a model's settings dataclass: ``SASRecConfig``, ``TIGERConfig``,
+    ``RQVAEConfig``) after the package's settings checker (types from ``cls``'s annotations,
+    ranges by name); a bad value, or one ``cls`` refuses, is a usage error naming the field."""
+    try:
+        return cls(**check_settings(values, cls, "command line", prefix=f"{cls.__name__}."))
+    except ValueError as e:
+        _usage_error(parser, e)
 
 
 @dataclass

@@ -37,6 +37,7 @@ centroids), :mod:`.collisions` (making tuples unique), :mod:`.lookup` (id and tu
 
 from __future__ import annotations
 
+import copy
 import os
 import time
 from collections.abc import Sequence
@@ -351,12 +352,16 @@ class SemanticCodebook:
     def save_pretrained(self, folder: str | os.PathLike) -> Path:
         """Write ``codebook.safetensors`` (arrays) and ``codebook.json`` (settings, ids, stats).
 
-        Each file is written atomically, so a crash never leaves a half-written file; a shared
-        random fingerprint in both files detects a pair from two different saves
-        (:mod:`store_hf.semantic_ids.persistence`).
+        Each file is written atomically, so a crash never leaves a half-written file; a content
+        fingerprint in both files detects a pair from two different saves
+        (:mod:`store_hf.semantic_ids.persistence`). The fit's wall time is left out (saved as
+        ``null``): a codebook fitted from the same embeddings and seed gives byte-identical
+        files (``statistics()`` of the fitted codebook keeps the time).
         """
         self._check_fitted()
-        return save_codebook(self, folder)
+        saved = copy.copy(self)
+        saved._fit_stats = {**self._fit_stats, "fit_seconds": None}
+        return save_codebook(saved, folder)
 
     @classmethod
     def from_pretrained(cls, folder: str | os.PathLike) -> SemanticCodebook:

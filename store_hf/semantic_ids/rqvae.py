@@ -84,13 +84,12 @@ class RQVAEConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        self.hidden_dims = tuple(int(h) for h in self.hidden_dims)
-        if min(self.latent_dim, self.num_levels, self.codebook_size) < 1:
-            raise ValueError("latent_dim, num_levels and codebook_size must be >= 1")
-        if min(self.epochs, self.batch_size) < 1 or self.kmeans_iters < 0:
-            raise ValueError("epochs and batch_size must be >= 1, kmeans_iters >= 0")
-        if not 0.0 <= self.reset_until <= 1.0:
-            raise ValueError(f"reset_until must be in [0, 1], got {self.reset_until}")
+        # the settings checker every config of the package shares (a ValueError naming the
+        # field): types from the annotations, ranges by name (store_hf.run_config.SETTING_RANGES)
+        from ..run_config import check_settings
+
+        for name, value in check_settings(asdict(self), RQVAEConfig, "RQVAEConfig").items():
+            setattr(self, name, value)
 
 
 def _mlp(dims: Sequence[int]) -> nn.Sequential:
@@ -390,12 +389,14 @@ class RQVAE(nn.Module):
 
     def save(self, folder: str | os.PathLike) -> None:
         """Write ``rqvae.safetensors`` (weights) and ``rqvae.json`` (input width, config, report,
-        log), atomically, with a shared fingerprint (:func:`store_hf.files.save_tensors_and_config`)."""
+        log; not the training time), atomically, with a shared content fingerprint
+        (:func:`store_hf.files.save_tensors_and_config`)."""
         tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
         meta = {
             "input_dim": self.input_dim,
             "config": asdict(self.config),
-            "report": {k: v for k, v in self.report.items() if k != "config"},
+            # no wall time: a model trained from the same data and seed saves the same bytes
+            "report": {k: v for k, v in self.report.items() if k not in ("config", "seconds")},
             "fit_log": self.fit_log,
         }
         save_tensors_and_config(folder, WEIGHTS_NAME, CONFIG_NAME, tensors, meta, FORMAT_VERSION)
