@@ -46,11 +46,23 @@ class RecStageSettings:
     batch 64): stage 1 trains recommendation and text-code alignment jointly, stage 2 the
     recommendation task alone with early stopping on the validation split."""
 
+    # "lora": LoRA adapters on a frozen backbone (the paper); "full": every backbone weight
+    # trains (at learning_rate) with the code rows (at code_learning_rate); saved models are
+    # plain weights either way
+    finetune: str = "lora"
     lora_r: int = 128
     lora_alpha: int = 256
     lora_dropout: float = 0.05
     learning_rate: float = 5e-4
     code_learning_rate: float | None = None  # the new code-token rows (None: learning_rate)
+    # "constant": each step's summed token loss is divided by the stage's mean labelled tokens
+    # per optimiser step, so every supervised item weighs the same whatever batch it lands in
+    # (packed examples differ in length); "batch": by that step's own labelled tokens (the
+    # Trainer's default, which up-weights short sequences under length grouping)
+    loss_normalization: str = "constant"
+    # "per-stage": each stage warms up and decays its own cosine schedule; "continuous": one
+    # cosine schedule over stage 1 and stage 2's epoch cap, stage 2 going on where stage 1 ended
+    lr_schedule: str = "per-stage"
     batch_size: int = 64
     per_device_batch_size: int = 16
     joint_epochs: float = 1.0  # stage 1: recommendation + alignment (+ scoring)

@@ -128,3 +128,62 @@ def test_user_sequences_rebuild_the_training_part(embedded):
         assert seq == by_user[user][:-2]
     with pytest.raises(ValueError, match="not consecutive"):
         user_sequences(["a", "b", "a"], [["x"], ["y"], ["x"]], ["z", "z", "z"])
+
+
+def test_packed_templates_are_importable_from_packing():
+    from store_hf.packing import packed_templates as from_packing
+
+    assert from_packing is packed_templates
+
+
+@pytest.mark.parametrize("normalization", ["constant", "batch"])
+def test_every_supervised_item_weighs_the_same_under_length_grouping(
+    packed_rec, tmp_path, normalization
+):
+    """Each optimiser step divides its summed token loss by the Trainer's count: with
+    ``loss_normalization="constant"`` that count is the stage's mean labelled tokens per step,
+    so every supervised item has the same gradient weight whatever batch the length-grouped
+    sampler puts it in; the per-batch count ("batch") up-weights users with short sequences."""
+    from store_hf.presets import RecStageSettings
+    from store_hf.training.recommender import _stage_args, _trainer, labelled_tokens_per_step
+
+    model, tok = packed_rec
+    lengths = [2, 3, 3, 4, 5, 6, 8, 10, 12, 15, 18, 21] * 4  # items per user
+    seqs = _sequences(lengths)
+    users = [{"user_id": f"u{u}", "history": s[:-1], "target": s[-1]} for u, s in enumerate(seqs)]
+    train = RecInstructionData(model, tok).packed(Dataset.from_list(users))
+    settings = RecStageSettings(
+        batch_size=8,
+        per_device_batch_size=4,
+        group_by_length=True,
+        loss_normalization=normalization,
+        layout="packed",
+        bf16=False,
+    )
+    args = _stage_args(tmp_path, settings, seed=0, epochs=1.0, report_to="none")
+    trainer = _trainer(model, args, train, train.select([]), settings, None)
+    assert (
+        args.gradient_accumulation_steps == 2 and args.train_sampling_strategy == "group_by_length"
+    )
+    iterator = iter(trainer.get_train_dataloader())
+    weights, steps = {}, 0  # user -> gradient weight of each of its supervised items
+    while True:
+        batches, count = trainer.get_batch_samples(iterator, 2, torch.device("cpu"))
+        if not batches:
+            break
+        steps += 1
+        for batch in batches:
+            for labels in batch["labels"]:
+                tokens = int((labels[1:] != -100).sum())
+                weights[len(weights)] = V / float(count)  # an item is V labelled code tokens
+                assert tokens % V == 0
+    values = torch.tensor(list(weights.values()))
+    spread = float(values.max() / values.min())
+    if normalization == "constant":
+        assert spread == pytest.approx(1.0, abs=0.01)
+        # the constant is the epoch's mean labelled tokens per step: weights sum to 1 per step
+        total_tokens = sum(sum(1 for x in row[1:] if x != -100) for row in train["labels"])
+        assert trainer.loss_normalizer == pytest.approx(total_tokens / steps)
+        assert labelled_tokens_per_step(train, settings) == trainer.loss_normalizer
+    else:  # length grouping puts short users together: their items weigh several times more
+        assert spread > 2.0

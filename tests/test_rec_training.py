@@ -287,3 +287,63 @@ def test_each_training_stage_reports_to_its_own_tensorboard_folder(chain, tmp_pa
         assert list((logs / stage).glob("events.out.tfevents.*")), stage
     assert not list((tmp_path / "checkpoints").rglob("events.out.tfevents.*"))
     assert TENSORBOARD_ENV not in os.environ
+
+
+def test_full_finetuning_with_one_schedule_over_both_stages(tmp_path):
+    """``finetune="full"`` trains every backbone weight (no LoRA), and ``lr_schedule=
+    "continuous"`` runs one cosine schedule over both stages: stage 2 starts at the rate stage 1
+    ended with instead of warming up again."""
+    torch.manual_seed(0)
+    tok_model, tok = StoreTokenizerModel.from_backbone(
+        "tiny-llama", content_attributes=["title"], num_dense_tokens=V, codebook_size=K
+    )
+    ids = [f"p{j}" for j in range(N)]
+    codes = torch.stack([torch.arange(N) // 8, torch.arange(N) % 8, (torch.arange(N) * 3) % 8], 1)
+    rec = StoreForGenerativeRec.from_tokenizer_model(tok_model, tok, ids, codes, max_history=3)
+    rec.requires_grad_(True)  # what the recommender stage does for finetune="full"
+    items = Dataset.from_dict({"item_id": ids, "title": [f"product number {j}" for j in range(N)]})
+    rows = Dataset.from_dict(
+        {
+            "user_id": [f"u{s}" for s in range(N)],
+            "history": [[ids[(s + t) % N] for t in range(3)] for s in range(N)],
+            "target": [ids[(s + 3) % N] for s in range(N)],
+        }
+    )
+    splits = DatasetDict(train=rows, validation=rows.select(range(8)), test=rows.select(range(8)))
+    settings = RecStageSettings(
+        finetune="full",
+        lr_schedule="continuous",
+        learning_rate=1e-3,
+        code_learning_rate=5e-3,
+        batch_size=8,
+        per_device_batch_size=8,
+        joint_epochs=1.0,
+        num_epochs=1.0,
+        warmup_ratio=0.2,
+        early_stopping_metric="loss",
+        scoring_negatives=0,
+        patience=1,
+        eval_steps=100,
+    )
+    layer = next(p for n, p in rec.named_parameters() if "layers.0.mlp" in n)
+    before = layer.detach().clone()
+    result = train_recommender(rec, tok, splits, items, ["title"], settings, tmp_path, seed=0)
+    assert not torch.equal(layer, before)  # a backbone weight itself trained
+    assert result["finetune"] == "full" and result["lr_schedule"] == "continuous"
+    lr1 = [h["learning_rate"] for h in result["joint_log"] if "learning_rate" in h]
+    lr2 = [h["learning_rate"] for h in result["rec_log"] if "learning_rate" in h]
+    # stage 1 warms up then decays; stage 2 goes on decaying from below stage 1's last rate
+    assert max(lr1) == pytest.approx(1e-3, rel=0.05) and lr1[-1] < max(lr1)
+    assert lr2[0] <= lr1[-1] and lr2 == sorted(lr2, reverse=True) and lr2[-1] < 1e-4
+    assert result["loss_normalization"] == "constant" and result["loss_normalizer"]["rec"] > 0
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [("finetune", "partial"), ("loss_normalization", "mean"), ("lr_schedule", "linear")],
+)
+def test_unknown_recommender_choices_are_refused_by_name(field, value):
+    from store_hf.training.recommender import check_rec_settings
+
+    with pytest.raises(ValueError, match=f"recommender.{field} must be one of"):
+        check_rec_settings(replace(RecStageSettings(), **{field: value}))

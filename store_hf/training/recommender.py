@@ -46,7 +46,17 @@ logger = logging.getLogger(__name__)
 
 class RecTrainer(Trainer):
     """``Trainer`` whose evaluation also ranks the validation users (``eval_ndcg@10`` ...) when
-    ``ranking_split`` is set, so early stopping can follow ranking quality."""
+    ``ranking_split`` is set, so early stopping can follow ranking quality.
+
+    Args:
+        loss_normalizer: where set, every training step's summed token loss is divided by this
+            constant (labelled tokens per optimiser step, on average over the stage) instead of
+            by the step's own labelled tokens, so that each labelled token, hence each
+            supervised item, has the same gradient weight whatever batch it falls in.
+        schedule: ``(offset, total, warmup)`` optimiser steps: a cosine schedule with linear
+            warmup over ``total`` steps of which this trainer runs the steps from ``offset`` on
+            (one schedule over two stages); ``None``: the Trainer's own schedule.
+    """
 
     def __init__(
         self,
@@ -54,12 +64,40 @@ class RecTrainer(Trainer):
         ranking_split: Dataset | None = None,
         num_beams: int = 20,
         eval_batch: int = 16,
+        loss_normalizer: float | None = None,
+        schedule: tuple[int, int, int] | None = None,
         **kwargs,
     ) -> None:
         super().__init__(*args, **kwargs)
         self.ranking_split = ranking_split
         self.num_beams = num_beams
         self.eval_batch = eval_batch
+        self.loss_normalizer = loss_normalizer
+        self.schedule = schedule
+
+    def get_batch_samples(self, epoch_iterator, num_batches, device):
+        # the training loop's count of labelled tokens per optimiser step is the loss divisor
+        batches, count = super().get_batch_samples(epoch_iterator, num_batches, device)
+        if self.loss_normalizer is not None and count is not None:
+            count = torch.tensor(self.loss_normalizer, dtype=torch.float32, device=device)
+        return batches, count
+
+    def create_scheduler(self, num_training_steps: int, optimizer=None):
+        if self.schedule is None or self.lr_scheduler is not None:
+            return super().create_scheduler(num_training_steps, optimizer)
+        offset, total, warmup = self.schedule
+
+        def factor(step: int) -> float:
+            t = step + offset
+            if t < warmup:
+                return (t + 1) / max(1, warmup)
+            progress = min(1.0, (t - warmup) / max(1, total - warmup))
+            return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+        optimizer = optimizer if optimizer is not None else self.optimizer
+        self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        self._created_lr_scheduler = True
+        return self.lr_scheduler
 
     def evaluation_loop(self, *args, **kwargs):
         # extend the loop's metrics (not evaluate()'s result) so that callbacks such as early
@@ -100,6 +138,29 @@ def _stage_args(
     )
 
 
+def steps_per_epoch(num_examples: int, settings: RecStageSettings) -> int:
+    """Optimiser steps of one epoch over ``num_examples`` (``settings.batch_size`` examples per
+    step over every process)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    per_step = max(1, settings.batch_size // (settings.per_device_batch_size * world))
+    per_step *= settings.per_device_batch_size * world  # examples per optimiser step
+    return max(1, math.ceil(num_examples / per_step))
+
+
+def labelled_tokens_per_step(train: Dataset, settings: RecStageSettings) -> float:
+    """Mean labelled (loss-bearing) tokens per optimiser step of an epoch over ``train``, over
+    every process: the constant divisor of ``loss_normalization="constant"``. Counted as the
+    Trainer counts them (labels after the causal shift)."""
+    labelled = sum(int(np.count_nonzero(np.asarray(row[1:]) != -100)) for row in train["labels"])
+    return labelled / steps_per_epoch(len(train), settings)
+
+
+def _stage_steps(num_examples: int, settings: RecStageSettings, epochs: float) -> int:
+    if settings.max_steps > 0:
+        return settings.max_steps
+    return math.ceil(steps_per_epoch(num_examples, settings) * epochs)
+
+
 def _trainer(
     model: StoreForGenerativeRec,
     args: TrainingArguments,
@@ -108,10 +169,14 @@ def _trainer(
     settings: RecStageSettings,
     ranking_split: Dataset | None,
     callbacks: list[TrainerCallback] | None = None,
+    schedule: tuple[int, int, int] | None = None,
 ) -> RecTrainer:
     """A stage's trainer: code-token rows at ``settings.code_learning_rate``, validation loss on
-    ``valid`` (none where it is empty) and, with ``ranking_split``, ranking metrics."""
+    ``valid`` (none where it is empty), with ``ranking_split`` ranking metrics, the loss divided
+    as ``settings.loss_normalization`` says and, with ``schedule``, a shared schedule (see
+    :class:`RecTrainer`)."""
     code_params = [p for n, p in model.named_parameters() if n.endswith("code_weight")]
+    constant = settings.loss_normalization == "constant" and len(train) > 0
     return RecTrainer(
         model=model,
         args=args,
@@ -122,10 +187,12 @@ def _trainer(
             two_rate_optimizer(model, code_params, args, settings.code_learning_rate),
             None,
         ),
-        callbacks=callbacks,
+        callbacks=[*(callbacks or []), _Timed()],
         ranking_split=ranking_split,
         num_beams=settings.num_beams,
         eval_batch=settings.eval_batch_size,
+        loss_normalizer=labelled_tokens_per_step(train, settings) if constant else None,
+        schedule=schedule,
     )
 
 
@@ -138,12 +205,8 @@ def evaluation_steps(num_examples: int, settings: RecStageSettings, epochs: floa
     """
     if settings.eval_steps:
         return settings.eval_steps
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    per_step = max(1, settings.batch_size // (settings.per_device_batch_size * world))
-    per_step *= settings.per_device_batch_size * world  # examples per optimiser step
-    steps_per_epoch = max(1, math.ceil(num_examples / per_step))
-    total = settings.max_steps if settings.max_steps > 0 else math.ceil(steps_per_epoch * epochs)
-    interval = max(1, steps_per_epoch // max(1, settings.evals_per_epoch))
+    total = _stage_steps(num_examples, settings, epochs)
+    interval = max(1, steps_per_epoch(num_examples, settings) // max(1, settings.evals_per_epoch))
     return max(1, min(interval, total // (settings.patience + 1)))
 
 
@@ -180,6 +243,7 @@ def train_recommender(
     Returns:
         ``{"joint_log", "rec_log", "best_metric", "stopped_at_step", "seconds"}``.
     """
+    check_rec_settings(settings)
     output_dir = Path(output_dir)
     # the two stages restart the step count: each its own TensorBoard run
     logs = {s: None if logging_dir is None else Path(logging_dir) / s for s in ("joint", "rec")}
@@ -187,8 +251,6 @@ def train_recommender(
     train_rows = sample_users(splits["train"], settings.max_train_users, seed)
     valid_rows = sample_users(splits["validation"], settings.max_eval_users, eval_seed)
     train_users = set(train_rows["user_id"])
-    if settings.layout not in ("packed", "per-prefix"):
-        raise ValueError(f"layout must be 'packed' or 'per-prefix', got {settings.layout!r}")
     if settings.layout == "packed":
         rec_train = data.packed(train_rows, settings.packing_stride)
     else:
@@ -226,6 +288,12 @@ def train_recommender(
     # stage 1 validates at the cadence of stage 2 (no early stopping): the learning curves of
     # both stages show whether more training would help
     joint_eval = evaluation_steps(len(joint_ds), settings, settings.joint_epochs)
+    schedules: dict[str, tuple[int, int, int] | None] = {"joint": None, "rec": None}
+    if settings.lr_schedule == "continuous":  # one cosine over stage 1 and stage 2's cap
+        first = _stage_steps(len(joint_ds), settings, settings.joint_epochs)
+        total = first + _stage_steps(len(rec_train), settings, settings.num_epochs)
+        warmup = math.ceil(settings.warmup_ratio * total)
+        schedules = {"joint": (0, total, warmup), "rec": (first, total, warmup)}
     joint_args = _stage_args(
         output_dir / "joint",
         settings,
@@ -237,7 +305,13 @@ def train_recommender(
     )
     with tensorboard_logging_dir(logs["joint"]):
         joint_trainer = _trainer(
-            model, joint_args, joint_ds, rec_valid, settings, valid_rows if by_ndcg else None
+            model,
+            joint_args,
+            joint_ds,
+            rec_valid,
+            settings,
+            valid_rows if by_ndcg else None,
+            schedule=schedules["joint"],
         )
     joint_trainer.train(
         resume_from_checkpoint=_resume(output_dir / "joint", resume_from_checkpoint)
@@ -269,6 +343,7 @@ def train_recommender(
             settings,
             valid_rows if by_ndcg else None,
             callbacks=[EarlyStoppingCallback(early_stopping_patience=settings.patience)],
+            schedule=schedules["rec"],
         )
     # stage 2 restarts the learning-rate schedule (warmup to the peak again) and can leave the
     # model worse than stage 1 did: stage 1's last validation competes for the best model
@@ -301,7 +376,58 @@ def train_recommender(
             "recommendation": sum(rec_train["length"]),
         },
         "layout": settings.layout,
+        "finetune": settings.finetune,
+        "loss_normalization": settings.loss_normalization,
+        "loss_normalizer": {
+            "joint": joint_trainer.loss_normalizer,
+            "rec": rec_trainer.loss_normalizer,
+        },
+        "lr_schedule": settings.lr_schedule,
+        "num_validation_users": len(valid_rows),
+        "validation_seconds": round(_validation_seconds(joint_trainer, rec_trainer), 1),
     }
+
+
+class _Timed(TrainerCallback):
+    """Wall time spent in evaluations (validation loss and ranking)."""
+
+    def __init__(self) -> None:
+        self.seconds, self._start = 0.0, None
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self._start = time.perf_counter()  # an evaluation, if any, follows the step
+
+    def on_evaluate(self, args, state, control, **kwargs):
+        if self._start is not None:
+            self.seconds += time.perf_counter() - self._start
+            self._start = None
+
+
+def _validation_seconds(*trainers: RecTrainer) -> float:
+    return sum(
+        cb.seconds
+        for t in trainers
+        for cb in t.callback_handler.callbacks
+        if isinstance(cb, _Timed)
+    )
+
+
+CHOICES = {
+    "finetune": ("lora", "full"),
+    "loss_normalization": ("constant", "batch"),
+    "lr_schedule": ("per-stage", "continuous"),
+    "layout": ("packed", "per-prefix"),
+}
+
+
+def check_rec_settings(settings: RecStageSettings) -> None:
+    """Refuse a recommender setting outside its choices, naming the field."""
+    for field, allowed in CHOICES.items():
+        value = getattr(settings, field)
+        if value not in allowed:
+            raise ValueError(
+                f"recommender.{field} must be one of {', '.join(map(repr, allowed))}, got {value!r}"
+            )
 
 
 @torch.no_grad()
@@ -371,6 +497,7 @@ def train_recommender_stage(
     from ..semantic_ids import code_embeddings_from_dense
     from ..templates import packed_templates
 
+    check_rec_settings(settings)
     tok_model = StoreTokenizerModel.from_pretrained(tokenizer_dir)
     tokenizer = load_tokenizer(tokenizer_dir)
     code_rows = None
@@ -396,7 +523,10 @@ def train_recommender_stage(
             else {}
         ),
     )
-    rec.add_lora()
+    if settings.finetune == "lora":
+        rec.add_lora()
+    else:  # every weight trains: the backbone at learning_rate, the code rows at theirs
+        rec.requires_grad_(True)
     result = train_recommender(
         rec,
         tokenizer,
@@ -412,7 +542,8 @@ def train_recommender_stage(
         report_to=report_to,
         logging_dir=logging_dir,
     )
-    rec.merge_lora()
+    if settings.finetune == "lora":
+        rec.merge_lora()
     if is_main:
         model_dir = folder / "model"
         rec.save_pretrained(model_dir)
@@ -437,7 +568,9 @@ def _resume(stage_dir: Path, resume: bool | str | None) -> str | None:
 
 __all__ = [
     "RecTrainer",
+    "check_rec_settings",
     "evaluation_steps",
+    "labelled_tokens_per_step",
     "keep_better_stage",
     "train_recommender",
     "train_recommender_stage",
