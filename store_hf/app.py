@@ -23,6 +23,7 @@ Bad input (an empty history, unknown ids, a folder that is no model) is a messag
 from __future__ import annotations
 
 import html
+import importlib
 import json
 import logging
 import math
@@ -101,17 +102,33 @@ def read_app_data(folder: str | os.PathLike, source: str = "") -> AppData:
     return data
 
 
+def recommendation_pipeline(model):
+    """The model's ``"store-recommendation"`` pipeline (``pipeline_store``, beside the module of
+    its class: the package's, or a saved folder's remote code), or ``None`` for a folder saved
+    before the pipeline was."""
+    package = type(model).__module__.rpartition(".")[0]
+    try:
+        module = importlib.import_module(f"{package}.pipeline_store")
+    except ImportError:
+        return None
+    return module.StoreRecommendationPipeline(model=model, device=model.device)
+
+
 class RecommenderApp:
     """What the page does, without the page: search, recommend, score, code neighbours.
 
     Args:
         model: a ``StoreForGenerativeRec`` (the package's class or its remote-code copy).
-        data: titles, test users, metrics and plots.
+        data: titles, test users, metrics and plots; without titles, the model's own
+            (``config.item_titles``) where it carries them.
     """
 
     def __init__(self, model, data: AppData | None = None) -> None:
         self.model = model.eval()
         self.data = data or AppData()
+        if not self.data.titles and getattr(model.config, "item_titles", None):
+            self.data.titles = dict(zip(model.config.item_ids, model.config.item_titles))
+        self.recommender = recommendation_pipeline(model)
         self.item_ids: list[str] = list(model.config.item_ids)
         self.known = set(self.item_ids)
         self.codes = model.item_codes.cpu()  # (num_items, v)
@@ -158,13 +175,15 @@ class RecommenderApp:
 
     # -- the model
     def recommend(self, history: list[str], k: int = 10) -> list[dict[str, Any]]:
-        """Top-``k`` items after ``history`` (:meth:`StoreForGenerativeRec.recommend`): rows
-        with ``rank``, ``item_id``, ``title``, ``score`` (beam log-probability) and
-        ``semantic_id``."""
+        """Top-``k`` items after ``history`` (the ``"store-recommendation"`` pipeline, i.e.
+        :meth:`StoreForGenerativeRec.recommend`): rows with ``rank``, ``item_id``, ``title``,
+        ``score`` (beam log-probability) and ``semantic_id``."""
         k = max(1, min(int(k), MAX_K, len(self.item_ids)))
-        out = self.model.recommend([history], k=k)
-        items = out.item_ids[0]
-        scores = out.scores[0].tolist()[: len(items)]
+        if self.recommender is not None:
+            found = [(r["item_id"], r["score"]) for r in self.recommender(history, top_k=k)]
+        else:  # a folder saved before the pipeline
+            out = self.model.recommend([history], k=k)
+            found = list(zip(out.item_ids[0], out.scores[0].tolist()))
         return [
             {
                 "rank": rank,
@@ -173,7 +192,7 @@ class RecommenderApp:
                 "score": score,
                 "semantic_id": self.semantic_id(item),
             }
-            for rank, (item, score) in enumerate(zip(items, scores), 1)
+            for rank, (item, score) in enumerate(found, 1)
         ]
 
     def score(self, history: list[str], candidate: str | None) -> float:

@@ -1,4 +1,5 @@
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
@@ -38,3 +39,27 @@ def tiny_recommender(tiny_recommender_folder):
     from store_hf.modeling_store import StoreForGenerativeRec
 
     return StoreForGenerativeRec.from_pretrained(tiny_recommender_folder).eval()
+
+
+class TinyRun(NamedTuple):
+    """A finished ``store-hf run``: ``root/data`` (its generic dataset), ``out`` (``root/out``)
+    and the command-line arguments that made it."""
+
+    root: Path
+    out: Path
+    args: list[str]
+
+
+@pytest.fixture(scope="session")
+def shared_tiny_run(tmp_path_factory, embedded) -> TinyRun:
+    """``store-hf run`` of the tiny preset on the first 150 embedded users (generic format),
+    codebook 32 clusters on 8 PCA dimensions (not the defaults, so that settings are seen to
+    reach the stages); about a minute. Read-only: a test that changes the run works on a copy."""
+    from tiny import tiny_run_args
+
+    from store_hf.cli import main
+
+    root = tmp_path_factory.mktemp("tiny-run")
+    args = tiny_run_args(root, embedded, "--codebook-size", "32", "--pca-dim", "8")
+    assert main(args) == 0
+    return TinyRun(root, root / "out", args)

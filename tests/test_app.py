@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 from browser import Server, chromium, pick, pick_test_user, shown_items
 from test_hub import LocalHub
-from tiny import tiny_run_args
 
 from store_hf.app import read_app_data
 from store_hf.cli import main
@@ -28,10 +27,8 @@ ARTIFACTS = Path(
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory, embedded):
-    root = tmp_path_factory.mktemp("app")
-    assert main(tiny_run_args(root, embedded)) == 0
-    return root / "out"
+def run_dir(shared_tiny_run):
+    return shared_tiny_run.out
 
 
 @pytest.fixture(scope="module")
@@ -106,6 +103,32 @@ def test_held_out_item_only_for_the_users_own_history(app):
     assert app.held_out(user["user_id"], user["history"]) == user["target"]
     assert app.held_out(user["user_id"], user["history"][:-1]) is None
     assert app.held_out(None, user["history"]) is None
+
+
+def test_the_page_ranks_with_the_models_pipeline_or_without_it(tiny_recommender):
+    from store_hf.app import RecommenderApp
+    from store_hf.pipeline_store import StoreRecommendationPipeline
+
+    rec = tiny_recommender
+    app = RecommenderApp(rec)
+    assert isinstance(app.recommender, StoreRecommendationPipeline)
+    rows = app.recommend(["i3", "i17"], k=5)
+    # a model whose code has no pipeline beside it (a folder saved before it): recommend()
+    old = RecommenderApp(rec)
+    old.recommender = None
+    assert old.recommend(["i3", "i17"], k=5) == rows
+    expected = rec.recommend([["i3", "i17"]], k=5)
+    assert [r["item_id"] for r in rows] == expected.item_ids[0]
+    assert [r["score"] for r in rows] == pytest.approx(expected.scores[0].tolist())
+    # titles the model carries, where the page has none of its own
+    rec.config.item_titles = [f"title {i}" for i in rec.config.item_ids]
+    try:
+        titled = RecommenderApp(rec)
+    finally:
+        rec.config.item_titles = None
+    assert [r["title"] for r in titled.recommend(["i3", "i17"], k=5)] == [
+        f"title {r['item_id']}" for r in rows
+    ]
 
 
 def test_malformed_app_data_names_file_and_line(tmp_path):
