@@ -280,4 +280,6 @@ def test_rqvae_save_and_load(tmp_path):
     rq.save(tmp_path / "rq")
     loaded = RQVAE.load(tmp_path / "rq")
     np.testing.assert_array_equal(loaded.encode(x), rq.encode(x))
-    assert loaded.config == rq.config and loaded.report["seconds"] == rq.report["seconds"]
+    assert loaded.config == rq.config
+    # the training time is not saved (files saved from one seed are byte-identical)
+    assert loaded.report == {**rq.report, "seconds": None, "config": loaded.report["config"]}

@@ -395,8 +395,12 @@ class RQVAE(nn.Module):
         meta = {
             "input_dim": self.input_dim,
             "config": asdict(self.config),
-            # no wall time: a model trained from the same data and seed saves the same bytes
-            "report": {k: v for k, v in self.report.items() if k not in ("config", "seconds")},
+            # no wall time (null): a model trained from the same data and seed saves the same
+            # bytes
+            "report": {
+                **{k: v for k, v in self.report.items() if k != "config"},
+                "seconds": None,
+            },
             "fit_log": self.fit_log,
         }
         save_tensors_and_config(folder, WEIGHTS_NAME, CONFIG_NAME, tensors, meta, FORMAT_VERSION)
