@@ -109,7 +109,7 @@ def recommendation_pipeline(model):
     package = type(model).__module__.rpartition(".")[0]
     try:
         module = importlib.import_module(f"{package}.pipeline_store")
-    except ImportError:
+    except (ImportError, TypeError):  # no such file, or a model class outside a package
         return None
     return module.StoreRecommendationPipeline(model=model, device=model.device)
 

@@ -516,7 +516,8 @@ class StoreForGenerativeRec(StorePreTrainedModel, GenerationMixin):
             item_ids: the catalogue; ``item_codes``: ``(num_items, v)`` ints in ``[0, k)``.
             code_embeddings: optional ``(v * k, dim)`` initial code-token rows (default: mean
                 word embedding plus noise of the table's per-dimension std).
-            **config_kwargs: :class:`StoreConfig` overrides (``lora_r``, ``templates``, ...).
+            **config_kwargs: :class:`StoreConfig` overrides (``lora_r``, ``templates``,
+                ``item_titles`` in the order of ``item_ids``, ...).
         """
         if tokenizer_model.config.lora_active:
             tokenizer_model.merge_lora()
