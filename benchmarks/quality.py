@@ -553,8 +553,9 @@ def earlier_results(
             f"{ranks_path} ranked other test users (eval seed {saved['eval_seed']}) "
             f"than this run (eval seed {eval_seed})"
         )
+    unrecorded = {"recommender": {}, "final": False}  # older reports: preset defaults only
     for name, value in setting.items():
-        earlier = machine.get(name, value if name == "recommender" else None)
+        earlier = machine.get(name, unrecorded.get(name))
         if earlier != value:
             raise ValueError(f"{path} was run with {name} {earlier!r}, this run with {value!r}")
     fallback = {

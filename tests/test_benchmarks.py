@@ -149,6 +149,89 @@ def test_quality_ranks_every_system_on_the_same_users(tmp_path):
     assert "popular, seed 0: started" not in proc.stderr  # refused before anything ran
 
 
+def _quality(*args: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "benchmarks/quality.py", "--preset", "tiny", *args]
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+
+
+def test_quality_harness_checks_saved_results_and_keeps_provenance(tmp_path):
+    work, out = tmp_path / "work", tmp_path / "results"
+    base = ["--work-dir", str(work), "--output-dir", str(out), "--test-users", "64"]
+    proc = _quality("--systems", "popular,random", "--seeds", "0,1", *base)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads((out / "quality-scientific-tiny.json").read_text())
+    kept, excluded = report["systems"], report["systems_excluding_history"]
+    assert set(kept) == set(excluded) == {"popular", "random"}
+    # each row says where, when and on which commit each of its seeds ran
+    for row in kept.values():
+        assert len(row["provenance"]) == 2
+        assert all(p["commit"] and p["machine"] and p["date"] for p in row["provenance"])
+    # both history variants, from per-user ranks of the same users
+    ranks = json.loads((out / "quality-scientific-tiny-ranks.json").read_text())
+    assert set(ranks["ranks"]) == set(ranks["ranks_excluding_history"]) == {"popular", "random"}
+    assert excluded["popular"]["recall@20"] >= kept["popular"]["recall@20"]
+    # McNemar pairs every seed of the reference with the same seed of the system
+    tests = kept["random"]["versus_popular"]["recall@10"]["mcnemar"]["per_seed_pair"]
+    assert [t["seeds"] for t in tests] == [[0, 0], [1, 1]]
+    md = (out / "quality-scientific-tiny.md").read_text()
+    assert "### History items excluded" in md and "## Provenance" in md
+
+    # 1. a saved result is not reused for another sample of users or another identity
+    proc = _quality("--systems", "popular", *base[:4], "--test-users", "32")
+    assert proc.returncode == 2 and "was computed for another run" in proc.stderr
+    assert "sample" in proc.stderr and "started" not in proc.stderr
+    legacy = json.loads((work / "random-seed0" / "result.json").read_text())
+    del legacy["identity"]  # as an older harness wrote it
+    (work / "random-seed0" / "result.json").write_text(json.dumps(legacy))
+    proc = _quality("--systems", "random", *base)
+    assert proc.returncode == 2 and "records no identity" in proc.stderr
+
+    # 2. --merge never overwrites its input, names what it drops and keeps the rows' provenance
+    earlier = out / "quality-scientific-tiny.json"
+    proc = _quality("--systems", "popular", *base, "--merge", str(earlier))
+    assert proc.returncode == 2 and "never overwritten" in proc.stderr
+    merged_out = tmp_path / "merged"
+    args = ["--work-dir", str(work), "--output-dir", str(merged_out), "--test-users", "64"]
+    proc = _quality(
+        "--systems", "popular", *args, "--merge", str(earlier), "--reference", "popular"
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    merged = json.loads((merged_out / "quality-scientific-tiny.json").read_text())["systems"]
+    assert merged["random"]["provenance"] == kept["random"]["provenance"]
+    # a report of another preset's settings cannot be merged
+    proc = _quality(
+        "--systems", "popular", *args, "--merge", str(earlier), "--recommender", "num_beams=5"
+    )
+    assert proc.returncode == 2 and "was run with recommender" in proc.stderr
+
+    # 3. the confirmation sample: only with --final, disjoint from the tuning samples, recorded
+    final = ["--work-dir", str(work), "--output-dir", str(out), "--final"]
+    proc = _quality("--systems", "popular", "--test-users", "100", *final)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads((out / "quality-scientific-tiny-final.json").read_text())
+    assert "confirmation" in report["machine"]["split"]
+    users = set(
+        json.loads((out / "quality-scientific-tiny-final-ranks.json").read_text())["user_id"]
+    )
+    assert len(users) == 100  # drawn outside the tuning samples (the next test)
+    uses = (out / "confirmation-uses.jsonl").read_text().splitlines()
+    assert len(uses) == 1 and json.loads(uses[0])["systems"] == ["popular"]
+
+
+def test_confirmation_sample_avoids_every_tuning_sample(embedded):
+    from store_hf.data import TUNING_SAMPLES, confirmation_sample, leave_one_out, sample_users
+
+    test = leave_one_out(embedded, max_history=20)["test"]
+    tuning = set()
+    for seed, size in TUNING_SAMPLES:
+        tuning |= set(sample_users(test, size, seed)["user_id"])
+    final = confirmation_sample(test)
+    assert len(set(final["user_id"])) == 2000 and not tuning & set(final["user_id"])
+    assert list(final["user_id"]) == list(confirmation_sample(test)["user_id"])  # fixed rule
+    with pytest.raises(ValueError, match="outside the tuning samples"):
+        confirmation_sample(test, 8317)
+
+
 def test_packing_benchmark_prints_both_ratios(tmp_path):
     cmd = [sys.executable, "benchmarks/packing.py", "--backbone", "tiny-llama", "--users", "8"]
     cmd += ["--threads", "1", "--output-dir", str(tmp_path)]
@@ -161,6 +244,21 @@ def test_packing_benchmark_prints_both_ratios(tmp_path):
     assert report["ratios"]["tokens"] > 3  # wall time on a tiny model is overhead: only > 0
     assert math.isfinite(report["ratios"]["wall_time"]) and report["ratios"]["wall_time"] > 0
     assert "Per-prefix / packed" in (tmp_path / "packing.md").read_text()
+
+
+def test_finetune_benchmark_measures_both_modes(tmp_path):
+    cmd = [sys.executable, "benchmarks/finetune.py", "--backbone", "tiny-llama", "--users", "32"]
+    cmd += ["--batch-size", "8", "--threads", "1", "--output-dir", str(tmp_path)]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads((tmp_path / "finetune.json").read_text())
+    lora, full = report["modes"]["lora"], report["modes"]["full"]
+    # full trains every weight, LoRA a small share (the adapters and the code rows)
+    assert full["trainable_parameters"] == full["parameters"]
+    assert lora["trainable_parameters"] < lora["parameters"] / 10
+    assert lora["timed_tokens"] == full["timed_tokens"] > 0  # the same data in both modes
+    assert all(r["peak_memory_mib"] > 0 and r["tokens_per_second"] > 0 for r in (lora, full))
+    assert "Full / LoRA" in (tmp_path / "finetune.md").read_text()
 
 
 def test_tokenizer_stability_reports_every_seeds_gap(tmp_path):
