@@ -31,7 +31,9 @@ Systems (``--systems``, comma-separated; default all):
   tiger-llm       TIGER's codes (MiniLM + RQ-VAE) read by the LLM recommender
                   (``--semantic-ids minilm-rqvae``; paper Table 2, "TIGER OPT-base")
   sasrec          SASRec, cross-entropy over all items (examples/train_sasrec.py)
-  tiger           TIGER: MiniLM embeddings, RQ-VAE codes, a small T5 (examples/train_tiger.py)
+  tiger           TIGER: MiniLM embeddings, RQ-VAE codes, T5 at the paper's size (4 + 4 layers,
+                  d_model 128, 6 heads, d_ff 1024; examples/train_tiger.py --size paper)
+  tiger-cpu       the same with a down-sized T5 (2 + 2 layers, d_ff 256; --size cpu)
   popular         the most popular training items
   random          a uniform random ranking
 
@@ -93,6 +95,7 @@ SYSTEMS = (
     "tiger-llm",
     "sasrec",
     "tiger",
+    "tiger-cpu",
     "popular",
     "random",
 )
@@ -154,8 +157,6 @@ class Harness:
         }
         if system.startswith("store") or system in ("lcrec", "tiger-llm"):
             ident |= {"preset": self.args.preset, "recommender": self.args.recommender}
-        if system == "tiger":
-            ident["tiger_size"] = self.args.tiger_size
         return ident
 
     # -- STORE and its ablations
@@ -328,11 +329,17 @@ class Harness:
 
         return self._example("train_sasrec.py", "sasrec", ["--threads", "1"], SASRec.load)
 
-    def system_tiger(self) -> dict:
+    def _tiger(self, key: str, size: str) -> dict:
         from store_hf.baselines import TIGER
 
-        extra = ["--size", self.args.tiger_size, "--threads", "2"]
-        return self._example("train_tiger.py", "tiger", extra, TIGER.load)
+        extra = ["--size", size, "--threads", "2"]
+        return self._example("train_tiger.py", key, extra, TIGER.load)
+
+    def system_tiger(self) -> dict:
+        return self._tiger("tiger", "paper")
+
+    def system_tiger_cpu(self) -> dict:
+        return self._tiger("tiger-cpu", "cpu")
 
     def _ranker(self, model, name: str) -> dict:
         t0 = time.perf_counter()
@@ -571,6 +578,7 @@ def earlier_results(
         row = table.get(system)
         if row is None:
             raise ValueError(f"{ranks_path} has ranks of {system!r}, {path} no row")
+        name = _current_name(system, row)
         runs = []
         for seed in by_seed:
             i = row["seeds"].index(int(seed))
@@ -593,9 +601,16 @@ def earlier_results(
             mean = statistics.fmean(ranking_metrics(r["ranks"], KS)[m] for r in runs)
             if not np.isclose(mean, row[m], rtol=0, atol=1e-9):
                 raise ValueError(f"{system} {m} from {ranks_path} is {mean}, {path} {row[m]}")
-        results[system] = runs
-    dropped = [s for s in table if s not in results]
+        results[name] = runs
+    dropped = [s for s in table if _current_name(s, table[s]) not in results]
     return results, dropped
+
+
+def _current_name(system: str, row: dict) -> str:
+    """The name a row of an older report has now: its ``tiger`` row ran the down-sized T5."""
+    if system == "tiger" and all("--size cpu" in c for c in row["commands"]):
+        return "tiger-cpu"
+    return system
 
 
 def _verdict(test: dict, reference: str, system: str, alpha: float = 0.05) -> str:
@@ -788,12 +803,6 @@ def main() -> None:
         default={},
         help="recommender settings of the STORE systems over the preset's, e.g. "
         "'num_epochs=0.25,early_stopping_metric=loss' (part of their run identity)",
-    )
-    p.add_argument(
-        "--tiger-size",
-        default="paper",
-        choices=("paper", "cpu"),
-        help="TIGER's T5 (examples/train_tiger.py --size): the published size or the small one",
     )
     p.add_argument("--work-dir", type=Path, default=ROOT / "runs" / "quality")
     p.add_argument(

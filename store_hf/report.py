@@ -74,15 +74,23 @@ def _plots(folder: Path, tokenizer_log, rec_log, systems) -> list[str]:
             axes[1].plot(*zip(*pts), "o-", label=f"{stage} validation")
     axes[1].set(title="recommender", xlabel="step", ylabel="loss")
     axes[1].legend()
-    # validation ranking quality over both stages (stage 2 continues stage 1's step count)
+    # validation ranking quality over both stages, against training tokens seen where the
+    # Trainer counted them (else steps); stage 2 continues stage 1's count
+    unit = (
+        "tokens"
+        if any("num_input_tokens_seen" in h for lg in rec_log.values() for h in lg)
+        else "step"
+    )
+    key = "num_input_tokens_seen" if unit == "tokens" else "step"
     offset = 0
     for stage, log in rec_log.items():
         metric = next((m for m in ("eval_ndcg@10", "eval_loss") if any(m in h for h in log)), None)
         if metric:
-            pts = [(offset + h["step"], h[metric]) for h in log if metric in h]
+            pts = [(offset + h.get(key, 0), h[metric]) for h in log if metric in h]
             axes[2].plot(*zip(*pts), "o-", label=f"{stage}: {metric[5:]}")
-        offset += max((h.get("step", 0) for h in log), default=0)
-    axes[2].set(title="validation (learning curve)", xlabel="step (both stages)")
+        offset += max((h.get(key, 0) for h in log), default=0)
+    xlabel = "training tokens seen (both stages)" if unit == "tokens" else "step (both stages)"
+    axes[2].set(title="validation (learning curve)", xlabel=xlabel)
     if axes[2].lines:
         axes[2].legend()
     fig.tight_layout()

@@ -261,6 +261,24 @@ def test_finetune_benchmark_measures_both_modes(tmp_path):
     assert "Full / LoRA" in (tmp_path / "finetune.md").read_text()
 
 
+def test_demo_report_records_stage_times_and_metrics(shared_tiny_run, tmp_path):
+    cmd = [sys.executable, "benchmarks/demo_report.py", str(shared_tiny_run.out)]
+    cmd += ["--output-dir", str(tmp_path)]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads((tmp_path / "demo.json").read_text())
+    assert report["preset"] == "tiny" and report["machine"]["cpu"]
+    times = report["stage_seconds"]
+    assert set(times) >= {"tokenizer", "recommender", "evaluate"} and report["total_seconds"] > 0
+    evaluated = json.loads((shared_tiny_run.out / "evaluate" / "metrics.json").read_text())
+    assert report["metrics"]["STORE"]["recall@10"] == evaluated["systems"]["STORE"]["recall@10"]
+    # a run that has not finished is refused by name
+    unfinished = tmp_path / "unfinished"
+    unfinished.mkdir()
+    proc = subprocess.run([*cmd[:2], str(unfinished)], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode != 0 and "have not finished" in proc.stderr
+
+
 def test_tokenizer_stability_reports_every_seeds_gap(tmp_path):
     cmd = [sys.executable, "benchmarks/tokenizer_stability.py", "--preset", "tiny"]
     cmd += ["--seeds", "0,1", "--work-dir", str(tmp_path / "work")]

@@ -134,6 +134,8 @@ def _stage_args(
         replace(settings, num_epochs=epochs),
         seed=seed,
         train_sampling_strategy=sampling,
+        # the learning curves are drawn against training tokens (report.py)
+        include_num_input_tokens_seen="non_padding",
         **overrides,
     )
 
