@@ -332,7 +332,7 @@ class Harness:
     def _tiger(self, key: str, size: str) -> dict:
         from store_hf.baselines import TIGER
 
-        extra = ["--size", size, "--threads", "2"]
+        extra = ["--size", size, "--threads", "1"]
         return self._example("train_tiger.py", key, extra, TIGER.load)
 
     def system_tiger(self) -> dict:
@@ -565,13 +565,17 @@ def earlier_results(
         earlier = machine.get(name, unrecorded.get(name))
         if earlier != value:
             raise ValueError(f"{path} was run with {name} {earlier!r}, this run with {value!r}")
-    fallback = {
-        "date": machine.get("date"),
-        "machine": f"{machine.get('cpu')}, {machine.get('cores')} cores, "
-        f"GPU {machine.get('gpu') or 'none'}",
-        "command": machine.get("command"),
-        "commit": machine.get("commit", "unrecorded"),
-    }
+
+    def fallback(system: str) -> dict:
+        """What is known of a row of a report that kept no provenance per row: when it was
+        committed, not where it ran (the report's header names only the merging machine)."""
+        return {
+            "date": machine.get("date"),
+            "machine": f"unrecorded (report written on {machine.get('cpu')})",
+            "command": machine.get("command"),
+            "commit": machine.get("commit") or _committed_in(path, system),
+        }
+
     variants = {k: saved.get(k, {}) for k in VARIANTS}
     results: dict[str, list[dict]] = {}
     for system, by_seed in variants["ranks"].items():
@@ -587,7 +591,8 @@ def earlier_results(
                 "seconds": row["seconds"][i],
                 "eval_seconds": row["eval_seconds"][i],
                 "command": row["commands"][i],
-                "provenance": (row.get("provenance") or [None] * len(row["seeds"]))[i] or fallback,
+                "provenance": (row.get("provenance") or [None] * len(row["seeds"]))[i]
+                or fallback(system),
                 "test_users": len(user_ids),
             }
             for key, by_system in variants.items():
@@ -604,6 +609,19 @@ def earlier_results(
         results[name] = runs
     dropped = [s for s in table if _current_name(s, table[s]) not in results]
     return results, dropped
+
+
+def _committed_in(path: Path, system: str) -> str:
+    """``"before <commit>"``: the first commit whose ``path`` holds a row of ``system`` (the row
+    ran on that commit's parent or earlier), or ``"unrecorded"``."""
+    try:
+        found = subprocess.run(
+            ["git", "log", "--reverse", "--format=%h", "-S", json.dumps(system), "--", str(path)],
+            cwd=ROOT, capture_output=True, text=True,
+        ).stdout.split()  # fmt: skip
+    except OSError:
+        found = []
+    return f"before {found[0]}" if found else "unrecorded"
 
 
 def _current_name(system: str, row: dict) -> str:
