@@ -247,12 +247,11 @@ def test_a_bug_keeps_its_traceback(monkeypatch):
 CATALOGUE = [f"i{j}" for j in range(40)]
 
 
-@pytest.fixture(scope="module")
-def recommender_folder(tmp_path_factory) -> Path:
-    """A saved recommender of 40 items on a tiny random backbone (seconds)."""
-    from tiny import save_tiny_recommender
-
-    return save_tiny_recommender(tmp_path_factory.mktemp("rec") / "model")
+@pytest.fixture
+def recommender_folder(tiny_recommender_folder) -> Path:
+    """A saved recommender of 40 items on a tiny random backbone (the session's shared one,
+    read-only)."""
+    return tiny_recommender_folder
 
 
 def test_recommend_caps_k_at_the_catalogue_and_prints_valid_json(recommender_folder, capsys):
