@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tiny import tiny_run_args
 
 from store_hf.cli import main, memory_line
 from store_hf.presets import CodebookSettings, RecStageSettings, TokenizerStageSettings
@@ -26,13 +25,11 @@ from store_hf.run_folder import LOCK_FILE, boot_id, process_start
 LATER = ("codebook", "recommender", "evaluate", "report")
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory, embedded):
-    """A finished tiny run: ``root/out`` made from ``root/data`` (about a minute)."""
-    root = tmp_path_factory.mktemp("second-pass")
-    args = tiny_run_args(root, embedded, "--codebook-size", "32", "--pca-dim", "8")
-    assert main(args) == 0
-    return root
+@pytest.fixture
+def tiny_run(shared_tiny_run):
+    """A finished tiny run: ``root/out`` made from ``root/data`` (the session's shared run,
+    read-only: every test here works on a copy, see :func:`_copy`)."""
+    return shared_tiny_run.root
 
 
 def _copy(tiny_run: Path, tmp_path: Path) -> tuple[Path, Path]:
