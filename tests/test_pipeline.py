@@ -8,19 +8,17 @@ from datetime import datetime, timezone
 
 import pytest
 import torch
-from tiny import tiny_run_args
 
 from store_hf.cli import main
 from store_hf.pipeline import STAGES, Pipeline, PipelineError, RunConfig, native_bf16
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory, embedded):
-    root = tmp_path_factory.mktemp("pipeline")
-    # not the default codebook settings (256, 32)
-    args = tiny_run_args(root, embedded, "--codebook-size", "32", "--pca-dim", "8")
-    assert main(args) == 0
-    return root / "out", args
+@pytest.fixture
+def tiny_run(shared_tiny_run):
+    """The session's finished tiny run (codebook 32 clusters on 8 PCA dimensions, not the
+    defaults 256 and 32) and its `store-hf run` arguments. Read-only: a test that runs a
+    command on the folder works on a copy (:func:`_copy_run`)."""
+    return shared_tiny_run.out, shared_tiny_run.args
 
 
 def test_every_stage_finishes_and_the_report_has_the_table(tiny_run, capsys):
@@ -52,8 +50,8 @@ def test_every_stage_finishes_and_the_report_has_the_table(tiny_run, capsys):
     assert json.loads((out / "encode" / "stage.json").read_text())["bf16"] == native_bf16()
 
 
-def test_a_second_run_skips_finished_stages(tiny_run, caplog):
-    out, args = tiny_run
+def test_a_second_run_skips_finished_stages(tiny_run, tmp_path, caplog):
+    out, args = _copy_run(tiny_run, tmp_path)
     before = {s: (out / s / "stage.json").stat().st_mtime_ns for s in STAGES}
     with caplog.at_level("INFO"):
         assert main(args) == 0
@@ -64,7 +62,7 @@ def test_a_second_run_skips_finished_stages(tiny_run, caplog):
 def test_the_run_prints_the_reports_table_and_note(tiny_run, tmp_path, capsys):
     from store_hf.report import metrics_summary
 
-    out, args = tiny_run
+    out, args = _copy_run(tiny_run, tmp_path)
     summary = json.loads((out / "metrics.json").read_text())
     text = metrics_summary(out / "report" / "metrics.json", hint="redo")
     assert text.startswith("| system |") and text.endswith(summary["note"])
@@ -78,8 +76,8 @@ def test_the_run_prints_the_reports_table_and_note(tiny_run, tmp_path, capsys):
         metrics_summary(broken, hint="redo")
 
 
-def test_one_stage_can_be_redone_alone(tiny_run):
-    out, args = tiny_run
+def test_one_stage_can_be_redone_alone(tiny_run, tmp_path):
+    out, args = _copy_run(tiny_run, tmp_path)
     rec = (out / "recommender" / "stage.json").stat().st_mtime_ns
     old = (out / "evaluate" / "stage.json").stat().st_mtime_ns
     assert main(["evaluate", str(out), "--force"]) == 0
@@ -170,9 +168,9 @@ def test_rqvae_semantic_ids_without_the_dense_tokenizer(tiny_run, tmp_path, sema
 
 
 def test_a_failed_stage_leaves_no_finished_folder(tiny_run, tmp_path, monkeypatch):
-    out, _ = tiny_run
-    config = RunConfig.from_dict(json.loads((out / "run_config.json").read_text())["config"])
-    pipeline = Pipeline(config, force=True)
+    out, _ = _copy_run(tiny_run, tmp_path)
+    config = json.loads((out / "run_config.json").read_text())["config"]
+    pipeline = Pipeline(RunConfig.from_dict({**config, "output_dir": str(out)}), force=True)
 
     def boom(folder):
         (folder / "half-written.json").write_text("{")
@@ -213,7 +211,7 @@ def _history(folder):
 
 
 def test_bad_input_gets_one_line_errors(tiny_run, tmp_path, capsys):
-    out, args = tiny_run
+    out, args = _copy_run(tiny_run, tmp_path)
     snapshot = (out / "run_config.json").read_text()
     cases = [
         (["run", "--preset", "huge", "--output-dir", str(tmp_path / "a")], "huge"),
