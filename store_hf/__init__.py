@@ -36,9 +36,12 @@ if TYPE_CHECKING:  # what the lazy exports are, for type checkers and editors
 
 def _register_auto_classes() -> None:
     """Make ``AutoConfig``/``AutoModel``/``AutoModelForCausalLM`` resolve ``model_type
-    "store"`` to the package's classes (without ``trust_remote_code``)."""
+    "store"`` to the package's classes (without ``trust_remote_code``), and register the
+    ``"store-recommendation"`` pipeline (importing ``pipeline_store`` does; a tenth of a second
+    once transformers is loaded)."""
     from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
+    from . import pipeline_store  # noqa: F401  (registers the pipeline's task)
     from .configuration_store import StoreConfig
     from .modeling_store import StoreForGenerativeRec, StoreTokenizerModel
 

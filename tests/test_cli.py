@@ -102,6 +102,19 @@ def test_the_package_exports_still_load():
         store_hf.NoSuchThing  # noqa: B018
 
 
+def test_the_model_classes_register_the_recommendation_pipeline(monkeypatch):
+    """Using the package's model classes registers ``pipeline("store-recommendation")`` too."""
+    from transformers.pipelines import PIPELINE_REGISTRY
+
+    import store_hf
+
+    monkeypatch.delitem(sys.modules, "store_hf.pipeline_store", raising=False)
+    monkeypatch.delattr(store_hf, "pipeline_store", raising=False)
+    store_hf._register_auto_classes()
+    assert "store_hf.pipeline_store" in sys.modules
+    assert "store-recommendation" in PIPELINE_REGISTRY.supported_tasks
+
+
 # ----------------------------------------------------------------------------- stage commands
 def _run_folder(folder: Path, output_dir: str) -> Path:
     """A run folder as `store-hf run` leaves it (its run_config.json), stages not run."""
