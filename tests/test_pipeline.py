@@ -256,6 +256,8 @@ def test_run_on_the_shared_datasets(name, tmp_path, capsys):
         "tokenizer:\n  max_items: 32\n"
         "recommender:\n  max_train_users: 6\n  max_eval_users: 8\n  max_test_users: 8\n"
         "  joint_epochs: 0.5\n  num_epochs: 0.5\n"
+        # not the alignment task over every item 6 MovieLens users rated (~700)
+        "  alignment_max_items: 64\n"
     )
     assert main(["run", str(config)]) == 0
     summary = json.loads((tmp_path / "out" / "metrics.json").read_text())
@@ -337,6 +339,9 @@ def test_run_on_every_raw_layout(layout, tmp_path, embedded, capsys):
         "preset: tiny\ntokenizer:\n  max_items: 16\n"
         "recommender:\n  max_train_users: 6\n  max_eval_users: 8\n  max_test_users: 8\n"
         "  joint_epochs: 0.5\n  num_epochs: 0.5\n"
+        # not the alignment task over every item 6 MovieLens users rated (~700) nor a sampled
+        # scoring row per history position (~2,000): the test is about reading the layout
+        "  alignment_max_items: 64\n  scoring_negatives: 0\n"
     )
     assert main(["run", str(config), "--output-dir", str(out), "--dataset", str(folder)]) == 0
     summary = json.loads((out / "metrics.json").read_text())
