@@ -140,6 +140,9 @@ def test_two_stage_training_learns_the_pattern(chain, tmp_path):
         scoring_negatives=1,
         num_beams=10,
         warmup_ratio=0.0,
+        # the per-batch divisor this test was sized with; the constant divisor (the default)
+        # is tested in test_packing.py and by test_full_finetuning_with_one_schedule...
+        loss_normalization="batch",
     )
     result = train_recommender(rec, tok, splits, items, ["title"], settings, tmp_path, seed=0)
     after = evaluate_recommender(rec, splits["test"], ks=(1, 5), num_beams=5, show_progress=False)
