@@ -132,7 +132,7 @@ def test_quality_ranks_every_system_on_the_same_users(tmp_path):
     proc = subprocess.run(merge, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     merged = json.loads((merged_out / "quality-scientific-tiny.json").read_text())["systems"]
-    timing = ("seconds", "eval_seconds")  # popular ran again: its metrics, not its time, agree
+    timing = ("seconds", "eval_seconds", "provenance")  # popular ran again: metrics agree
     for system, row in rows.items():
         assert {k: v for k, v in merged[system].items() if k not in timing} == {
             k: v for k, v in row.items() if k not in timing
