@@ -8,7 +8,6 @@ import pytest
 from sklearn.metrics import ndcg_score, roc_auc_score
 
 import store_hf.metrics.significance as significance_module
-from store_hf.metrics.significance import _bootstrap_means
 from store_hf.metrics import (
     RankingMetrics,
     binary_auc,
@@ -22,6 +21,7 @@ from store_hf.metrics import (
     target_ranks,
     wilson_interval,
 )
+from store_hf.metrics.significance import _bootstrap_means
 
 # ----------------------------------------------------------------------------- retrieval
 
