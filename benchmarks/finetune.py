@@ -29,14 +29,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.machine import machine_info  # noqa: E402
-from benchmarks.packing import batches  # noqa: E402
-from benchmarks.recommend import load_tokenizer_model, random_codes  # noqa: E402
+from benchmarks.packing import batches, packed_cpu_recommender  # noqa: E402
 from store_hf.backbones import native_bf16  # noqa: E402
-from store_hf.data import leave_one_out, load_embedded_dataset, sample_users  # noqa: E402
+from store_hf.data import sample_users  # noqa: E402
 from store_hf.files import write_json_atomic  # noqa: E402
-from store_hf.modeling_store import StoreForGenerativeRec  # noqa: E402
 from store_hf.presets import get_preset  # noqa: E402
-from store_hf.templates import packed_templates  # noqa: E402
 from store_hf.training import RecCollator, RecInstructionData  # noqa: E402
 from store_hf.training.arguments import two_rate_optimizer  # noqa: E402
 
@@ -47,22 +44,7 @@ def measure(mode: str, backbone: str, users: int, batch_size: int) -> dict:
     """Train one pass over the sampled users' packed examples in ``mode``; tokens/s, trainable
     parameters and this process's peak memory."""
     settings = get_preset("cpu").recommender
-    dataset = load_embedded_dataset()
-    train = leave_one_out(dataset, max_history=settings.max_history)["train"]
-    tok_model, tokenizer = load_tokenizer_model(backbone)
-    codes = random_codes(len(dataset.item_ids), tok_model.config.num_dense_tokens, 256)
-    torch.manual_seed(0)
-    rec = StoreForGenerativeRec.from_tokenizer_model(
-        tok_model,
-        tokenizer,
-        dataset.item_ids,
-        codes,
-        lora_r=settings.lora_r,
-        lora_alpha=settings.lora_alpha,
-        lora_dropout=settings.lora_dropout,
-        max_history=settings.max_history,
-        templates=packed_templates(tok_model.config.templates),
-    )
+    rec, tokenizer, _, train = packed_cpu_recommender(backbone)
     if mode == "lora":
         rec.add_lora()
     else:

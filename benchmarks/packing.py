@@ -44,21 +44,14 @@ def batches(dataset, size: int) -> list[list[dict]]:
     return [rows[i : i + size] for i in range(0, len(rows), size)]
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--backbone", default="smollm2-135m")
-    p.add_argument("--users", type=int, default=128, help="users timed (tokens: all users)")
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--threads", type=int)
-    p.add_argument("--output-dir", type=Path, default=ROOT / "benchmarks" / "results")
-    args = p.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+def packed_cpu_recommender(backbone: str):
+    """``(recommender, tokenizer, dataset, train split)``: the cpu preset's recommender (packed
+    templates, no LoRA yet) on ``backbone`` with random valid codes for the items of the
+    embedded Amazon Scientific set, seeded."""
     settings = get_preset("cpu").recommender
     dataset = load_embedded_dataset()
     train = leave_one_out(dataset, max_history=settings.max_history)["train"]
-
-    tok_model, tokenizer = load_tokenizer_model(args.backbone)
+    tok_model, tokenizer = load_tokenizer_model(backbone)
     codes = random_codes(len(dataset.item_ids), tok_model.config.num_dense_tokens, 256)
     torch.manual_seed(0)
     rec = StoreForGenerativeRec.from_tokenizer_model(
@@ -71,7 +64,22 @@ def main() -> None:
         lora_dropout=settings.lora_dropout,
         max_history=settings.max_history,
         templates=packed_templates(tok_model.config.templates),
-    ).add_lora()
+    )
+    return rec, tokenizer, dataset, train
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--backbone", default="smollm2-135m")
+    p.add_argument("--users", type=int, default=128, help="users timed (tokens: all users)")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--threads", type=int)
+    p.add_argument("--output-dir", type=Path, default=ROOT / "benchmarks" / "results")
+    args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    rec, tokenizer, dataset, train = packed_cpu_recommender(args.backbone)
+    rec.add_lora()
     data = RecInstructionData(rec, tokenizer)
     layouts = {"packed": data.packed, "per-prefix": data.recommendation}
     full = {name: build(train) for name, build in layouts.items()}
