@@ -345,6 +345,7 @@ SETTING_RANGES: tuple[tuple[str, Range], ...] = (
     ("*_ratio", Range(0, 1)),
     ("reset_until", Range(0, 1)),
     ("patience", Range(0)),
+    ("max_grad_norm", Range(0)),  # 0: no clipping
     ("scoring_negatives", Range(0)),
     ("eval_tokenizer_items", Range(0)),
     ("kmeans_iters", Range(0)),

@@ -165,25 +165,40 @@ def test_every_supervised_item_weighs_the_same_under_length_grouping(
     assert (
         args.gradient_accumulation_steps == 2 and args.train_sampling_strategy == "group_by_length"
     )
+    # gradient clipping rescales a whole step: an item's weight is V / count times the step's
+    # clip factor, under the stage's own clipping and under the Trainer's default of 1.0
+    assert args.max_grad_norm == (0.0 if normalization == "constant" else 1.0)
+    params = [p for p in model.parameters() if p.requires_grad]
     iterator = iter(trainer.get_train_dataloader())
-    weights, steps = {}, 0  # user -> gradient weight of each of its supervised items
+    weights = {"as trained": [], "clipped at 1.0": []}
+    steps = 0
     while True:
         batches, count = trainer.get_batch_samples(iterator, 2, torch.device("cpu"))
         if not batches:
             break
         steps += 1
+        model.zero_grad()
         for batch in batches:
-            for labels in batch["labels"]:
-                tokens = int((labels[1:] != -100).sum())
-                weights[len(weights)] = V / float(count)  # an item is V labelled code tokens
-                assert tokens % V == 0
-    values = torch.tensor(list(weights.values()))
-    spread = float(values.max() / values.min())
+            trainer.compute_loss(model, batch, num_items_in_batch=count).backward()
+        norm = float(torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params])))
+        for name, max_norm in (("as trained", args.max_grad_norm), ("clipped at 1.0", 1.0)):
+            clip = min(1.0, max_norm / norm) if max_norm > 0 else 1.0
+            for batch in batches:
+                for labels in batch["labels"]:
+                    assert int((labels[1:] != -100).sum()) % V == 0
+                    weights[name].append(V / float(count) * clip)  # an item is V code tokens
+    model.zero_grad()
+
+    def spread(values: list[float]) -> float:
+        return max(values) / min(values)
+
     if normalization == "constant":
-        assert spread == pytest.approx(1.0, abs=0.01)
+        assert spread(weights["as trained"]) == pytest.approx(1.0, abs=0.01)
+        # clipping every step to the same norm would bring the bias back
+        assert spread(weights["clipped at 1.0"]) > 1.5
         # the constant is the epoch's mean labelled tokens per step: weights sum to 1 per step
         total_tokens = sum(sum(1 for x in row[1:] if x != -100) for row in train["labels"])
         assert trainer.loss_normalizer == pytest.approx(total_tokens / steps)
         assert labelled_tokens_per_step(train, settings) == trainer.loss_normalizer
     else:  # length grouping puts short users together: their items weigh several times more
-        assert spread > 2.0
+        assert spread(weights["as trained"]) > 2.0

@@ -129,6 +129,7 @@ def _stage_args(
     output_dir: Path, settings: RecStageSettings, seed: int, epochs: float, **overrides
 ) -> TrainingArguments:
     sampling = "group_by_length" if settings.group_by_length else "random"
+    overrides.setdefault("max_grad_norm", resolve_max_grad_norm(settings))
     return stage_training_arguments(
         output_dir,
         replace(settings, num_epochs=epochs),
@@ -138,6 +139,15 @@ def _stage_args(
         include_num_input_tokens_seen="non_padding",
         **overrides,
     )
+
+
+def resolve_max_grad_norm(settings: RecStageSettings) -> float:
+    """The gradient-clipping norm of a recommender stage (0: none): ``settings.max_grad_norm``,
+    or where unset none under constant loss normalisation (clipping would rescale every step to
+    the same norm, undoing it) and the Trainer's 1.0 under per-step normalisation."""
+    if settings.max_grad_norm is not None:
+        return settings.max_grad_norm
+    return 0.0 if settings.loss_normalization == "constant" else 1.0
 
 
 def steps_per_epoch(num_examples: int, settings: RecStageSettings) -> int:
@@ -385,6 +395,7 @@ def train_recommender(
             "rec": rec_trainer.loss_normalizer,
         },
         "lr_schedule": settings.lr_schedule,
+        "max_grad_norm": resolve_max_grad_norm(settings),
         "num_validation_users": len(valid_rows),
         "validation_seconds": round(_validation_seconds(joint_trainer, rec_trainer), 1),
     }
