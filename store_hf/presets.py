@@ -62,9 +62,10 @@ class RecStageSettings:
     loss_normalization: str = "constant"
     # gradient-norm clipping (0: off; None: off under "constant", the Trainer's 1.0 under
     # "batch"). Packed steps differ in labelled tokens several-fold, so their summed gradients
-    # do too (median norm 3.4, 95th percentile 20 on the full preset): clipping at 1.0 rescaled
-    # every step to the same norm, which gave each item of a short batch several times the
-    # weight of one in a long batch again. Adam bounds each step's update without it.
+    # do too: clipping at 1.0 acted on 98-100% of the make demo run's steps
+    # (benchmarks/results/grad-norms-cpu-demo.md) and rescaled each to the same norm, which
+    # gave each item of a short batch several times the weight of one in a long batch again.
+    # Adam bounds each step's update without it.
     max_grad_norm: float | None = None
     # "per-stage": each stage warms up and decays its own cosine schedule; "continuous": one
     # cosine schedule over stage 1 and stage 2's epoch cap, stage 2 going on where stage 1 ended

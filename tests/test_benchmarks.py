@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -277,6 +278,25 @@ def test_demo_report_records_stage_times_and_metrics(shared_tiny_run, tmp_path):
     unfinished.mkdir()
     proc = subprocess.run([*cmd[:2], str(unfinished)], cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode != 0 and "have not finished" in proc.stderr
+
+
+def test_grad_norms_summarise_each_stage_of_a_run(shared_tiny_run, tmp_path):
+    cmd = [sys.executable, "benchmarks/grad_norms.py", str(shared_tiny_run.out)]
+    cmd += ["--output-dir", str(tmp_path)]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads((tmp_path / "grad-norms.json").read_text())
+    logs = json.loads((shared_tiny_run.out / "recommender" / "log_history.json").read_text())
+    for key, row in report["stages"].items():
+        norms = [e["grad_norm"] for e in logs[key] if "grad_norm" in e and "loss" in e]
+        assert row["steps"] == len(norms)
+        assert row["percentiles"]["50"] == pytest.approx(float(np.median(norms)))
+        assert row["share_above_1"] == pytest.approx(np.mean(np.array(norms) > 1.0))
+    assert report["settings"]["loss_normalization"] == "constant"
+    assert report["settings"]["max_grad_norm"] == 0.0
+    assert "stage 1" in (tmp_path / "grad-norms.md").read_text()
+    missing = subprocess.run([*cmd[:2], str(tmp_path)], cwd=ROOT, capture_output=True, text=True)
+    assert missing.returncode != 0 and "log_history.json: not found" in missing.stderr
 
 
 def test_tokenizer_stability_reports_every_seeds_gap(tmp_path):
