@@ -50,8 +50,10 @@ $(CHROMIUM):
 	@command -v apt-get >/dev/null || { echo "the browser test needs Chromium at $(CHROMIUM)"; exit 1; }
 	$(SUDO) apt-get install -y -q chromium || { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium; }
 
+# One pytest-xdist worker per core, one torch thread each; the tests that share a built run stay
+# on one worker (tests/conftest.py). `$(PY) -m pytest` alone runs the same tests in one process.
 test: lint $(CHROMIUM)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto --dist loadgroup
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -1,7 +1,28 @@
+import os
 from pathlib import Path
 from typing import NamedTuple
 
 import pytest
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs one pytest-xdist worker per core: one torch thread each (and in the
+    # scripts they start), since two 2-thread torch processes on 2 cores spend most of their
+    # time waiting at each other's thread barriers. Set before anything imports torch.
+    os.environ["OMP_NUM_THREADS"] = "1"
+    os.environ["MKL_NUM_THREADS"] = "1"
+
+#: Session fixtures that build a model or a run: the tests that use one are kept on one
+#: pytest-xdist worker (``--dist loadgroup``), so each is built once per test run.
+SHARED_BUILDS = ("shared_tiny_run", "tiny_recommender_folder")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        # a test that needs both goes with the first: the groups stay disjoint
+        used = [name for name in SHARED_BUILDS if name in getattr(item, "fixturenames", ())]
+        if used:
+            item.add_marker(pytest.mark.xdist_group(used[0]))
+
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
