@@ -16,12 +16,25 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 SHARED_BUILDS = ("shared_tiny_run", "tiny_recommender_folder")
 
 
+def xdist_group(item: pytest.Item) -> str | None:
+    """The pytest-xdist group of a test: the first shared build it uses, else its module where
+    it uses a module- or class-scoped fixture (the real SmolLM2, a trained TIGER...), so that
+    such a fixture too is built on one worker only; ``None``: any worker."""
+    names = getattr(item, "fixturenames", ())
+    for name in SHARED_BUILDS:
+        if name in names:
+            return name
+    defs = getattr(getattr(item, "_fixtureinfo", None), "name2fixturedefs", {})
+    if any(defs.get(name) and defs[name][-1].scope in ("module", "class") for name in names):
+        return item.nodeid.split("::")[0]
+    return None
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
-        # a test that needs both goes with the first: the groups stay disjoint
-        used = [name for name in SHARED_BUILDS if name in getattr(item, "fixturenames", ())]
-        if used:
-            item.add_marker(pytest.mark.xdist_group(used[0]))
+        group = xdist_group(item)
+        if group is not None:
+            item.add_marker(pytest.mark.xdist_group(group))
 
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
