@@ -299,6 +299,45 @@ def test_grad_norms_summarise_each_stage_of_a_run(shared_tiny_run, tmp_path):
     assert missing.returncode != 0 and "log_history.json: not found" in missing.stderr
 
 
+def test_checkpoint_eval_compares_a_checkpoint_with_a_reports_systems(shared_tiny_run, tmp_path):
+    """A training checkpoint ranked on the run's test users, paired with its final model and
+    with the systems of a harness ranks file (users in another order, aligned by id)."""
+    from store_hf.metrics import compare_systems
+
+    out = shared_tiny_run.out
+    ckpt = sorted((out / "checkpoints" / "recommender" / "rec").glob("checkpoint-*"))[-1]
+    final = json.loads((out / "evaluate" / "ranks.json").read_text())
+    order = list(reversed(range(len(final["user_id"]))))
+    ranks_file = tmp_path / "quality-ranks.json"
+    ranks_file.write_text(
+        json.dumps(
+            {
+                "user_id": [final["user_id"][i] for i in order],
+                "ranks": {"final": {"0": [final["ranks"]["STORE"][i] for i in order]}},
+            }
+        )
+    )
+    output = tmp_path / "checkpoint.json"
+    cmd = [sys.executable, "benchmarks/checkpoint_eval.py", str(out), str(ckpt), "--name", "ckpt"]
+    cmd += ["--versus", str(ranks_file), "--output", str(output)]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(output.read_text())
+    assert report["user_id"] == final["user_id"]
+    direct = compare_systems(report["ranks"], final["ranks"]["STORE"], ks=(10,))
+    versus = report["versus"]["final"]["versus_ckpt"]
+    for metric in ("recall@10", "ndcg@10"):
+        assert versus[metric]["difference"] == pytest.approx(direct[metric]["difference"])
+        assert report["paired_vs_final"][metric]["difference"] == pytest.approx(
+            direct[metric]["difference"]
+        )
+    assert "| final | 0 |" in proc.stdout
+    # a ranks file of other users is refused by name
+    ranks_file.write_text(json.dumps({"user_id": ["x"], "ranks": {"final": {"0": [1]}}}))
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0 and "ranked other test users" in proc.stderr
+
+
 def test_tokenizer_stability_reports_every_seeds_gap(tmp_path):
     cmd = [sys.executable, "benchmarks/tokenizer_stability.py", "--preset", "tiny"]
     cmd += ["--seeds", "0,1", "--work-dir", str(tmp_path / "work")]
