@@ -262,11 +262,17 @@ def test_finetune_benchmark_measures_both_modes(tmp_path):
     assert "Full / LoRA" in (tmp_path / "finetune.md").read_text()
 
 
-def test_demo_report_records_stage_times_and_metrics(shared_tiny_run, tmp_path):
-    cmd = [sys.executable, "benchmarks/demo_report.py", str(shared_tiny_run.out)]
-    cmd += ["--output-dir", str(tmp_path)]
+def _on_run(script: str, run: Path, output_dir: Path) -> list[str]:
+    """Run ``benchmarks/<script>`` on a finished run folder, writing into ``output_dir``; its
+    command line, for a second call with other arguments."""
+    cmd = [sys.executable, f"benchmarks/{script}", str(run), "--output-dir", str(output_dir)]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    return cmd
+
+
+def test_demo_report_records_stage_times_and_metrics(shared_tiny_run, tmp_path):
+    cmd = _on_run("demo_report.py", shared_tiny_run.out, tmp_path)
     report = json.loads((tmp_path / "demo.json").read_text())
     assert report["preset"] == "tiny" and report["machine"]["cpu"]
     times = report["stage_seconds"]
@@ -281,10 +287,7 @@ def test_demo_report_records_stage_times_and_metrics(shared_tiny_run, tmp_path):
 
 
 def test_grad_norms_summarise_each_stage_of_a_run(shared_tiny_run, tmp_path):
-    cmd = [sys.executable, "benchmarks/grad_norms.py", str(shared_tiny_run.out)]
-    cmd += ["--output-dir", str(tmp_path)]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    cmd = _on_run("grad_norms.py", shared_tiny_run.out, tmp_path)
     report = json.loads((tmp_path / "grad-norms.json").read_text())
     logs = json.loads((shared_tiny_run.out / "recommender" / "log_history.json").read_text())
     for key, row in report["stages"].items():
