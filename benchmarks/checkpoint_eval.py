@@ -5,7 +5,7 @@ by user with the run's final model: did the rest of the training help?
         checkpoints/recommender/joint/checkpoint-796 --name "after stage 1"
 
     python benchmarks/checkpoint_eval.py runs/quality-full-v3/store-seed0 \
-        checkpoints/recommender/rec/checkpoint-525 \
+        checkpoints/recommender/rec/checkpoint-524 \
         --versus benchmarks/results/quality-scientific-full-v2-ranks.json
 
 The checkpoint (a ``Trainer`` checkpoint of the recommender, LoRA unmerged) is ranked exactly as
@@ -139,7 +139,7 @@ def main() -> None:
             "paired_vs_final": paired,
             "versus": versus,
             "versus_file": None if args.versus is None else str(args.versus),
-            "user_id": list(test["user_id"]),
+            "user_id": users,
             "ranks": ranks,
         },
     )

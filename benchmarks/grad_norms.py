@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.machine import command_line  # noqa: E402
-from store_hf.files import atomic_write, write_json_atomic  # noqa: E402
+from store_hf.files import atomic_write, read_json, write_json_atomic  # noqa: E402
 
 PERCENTILES = (5, 25, 50, 75, 95, 99)
 STAGES = {"joint": "stage 1 (recommendation + alignment)", "rec": "stage 2 (recommendation)"}
@@ -59,14 +59,13 @@ def main(argv: list[str] | None = None) -> int:
     path = args.run / "recommender" / "log_history.json"
     if not path.is_file():
         p.error(f"{path}: not found (is the recommender stage of {args.run} finished?)")
-    logs = json.loads(path.read_text())
-    stage = json.loads((args.run / "recommender" / "stage.json").read_text())
+    logs = read_json(path)
+    stage = read_json(args.run / "recommender" / "stage.json")
     rows = {key: stage_norms(logs[key]) for key in STAGES if logs.get(key)}
     settings = {
         k: stage.get(k) for k in ("finetune", "loss_normalization", "max_grad_norm", "layout")
     }
     report = {"command": command_line(), "run": str(args.run), "settings": settings, "stages": rows}
-    args.output_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(args.output_dir / f"{args.name}.json", report)
     lines = [
         "# Gradient norms of the recommender's training steps",

@@ -395,7 +395,7 @@ def train_recommender(
             "rec": rec_trainer.loss_normalizer,
         },
         "lr_schedule": settings.lr_schedule,
-        "max_grad_norm": resolve_max_grad_norm(settings),
+        "max_grad_norm": rec_trainer.args.max_grad_norm,  # what both stages clipped at
         "num_validation_users": len(valid_rows),
         "validation_seconds": round(_validation_seconds(joint_trainer, rec_trainer), 1),
     }
