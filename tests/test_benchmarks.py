@@ -1,6 +1,8 @@
 """benchmarks/speed.py --quick: runs every section on tiny backbones and writes its report."""
 
+import importlib
 import json
+import logging
 import math
 import subprocess
 import sys
@@ -11,6 +13,31 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SECTIONS = ("trie_step", "beam_search", "recommend", "tokenizer_paths", "scoring", "encode")
+
+
+@pytest.fixture
+def quality_cli(capsys, caplog, monkeypatch):
+    """``python benchmarks/quality.py --preset tiny ARGS`` run in this process (a subprocess would
+    import torch and transformers again for every call): a CompletedProcess with the exit status,
+    stdout, and stderr followed by the log records (INFO and up)."""
+    monkeypatch.syspath_prepend(str(ROOT))
+    quality = importlib.import_module("benchmarks.quality")
+    caplog.set_level(logging.INFO)
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        argv = ["benchmarks/quality.py", "--preset", "tiny", *args]
+        capsys.readouterr()
+        caplog.clear()
+        monkeypatch.setattr(sys, "argv", argv)
+        try:
+            quality.main()
+            code = 0
+        except SystemExit as e:  # argparse's error(): status 2, the message on stderr
+            code = e.code if isinstance(e.code, int) else int(e.code is not None)
+        out = capsys.readouterr()
+        return subprocess.CompletedProcess(argv, code, out.out, out.err + caplog.text)
+
+    return run
 
 
 def _ratio(cell: str) -> float:
@@ -52,13 +79,14 @@ def test_speed_quick_writes_every_ratio(tmp_path):
     assert report["sections"]["recommend"]["same_beams"] is True
 
 
-def test_quality_ranks_every_system_on_the_same_users(tmp_path):
+def test_quality_ranks_every_system_on_the_same_users(tmp_path, quality_cli):
     work, out = tmp_path / "work", tmp_path / "results"
     systems = "store,store-no-cbs,store-no-align,store-no-dt,lcrec,popular,random"
-    cmd = [sys.executable, "benchmarks/quality.py", "--preset", "tiny", "--systems", systems]
-    cmd += ["--test-users", "16", "--work-dir", str(work), "--output-dir", str(out)]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    cmd = ["--systems", systems, "--test-users", "16", "--work-dir", str(work)]
+    cmd += ["--output-dir", str(out)]
+    proc = quality_cli(*cmd)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "random, seed 0: started" in proc.stderr  # the log is captured (checked below)
     report = json.loads((out / "quality-scientific-tiny.json").read_text())
     table = report["systems"]
     assert list(table) == systems.split(",")
@@ -115,22 +143,20 @@ def test_quality_ranks_every_system_on_the_same_users(tmp_path):
     assert all(v > 0 for r in evaluation["users_per_second"].values() for v in r.values())
     assert 0.0 <= evaluation["agreement"]["same_target_rank"] <= 1.0
     # a rerun takes the finished results instead of training again
-    again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    again = quality_cli(*cmd)
     assert again.returncode == 0 and "started" not in again.stderr
     assert json.loads((out / "quality-scientific-tiny.json").read_text())["systems"] == table
     # --table-only tabulates what is finished (seed 0) and computes nothing for seed 1
-    only = subprocess.run(
-        [*cmd, "--seeds", "0,1", "--table-only"], cwd=ROOT, capture_output=True, text=True
-    )
+    only = quality_cli(*cmd, "--seeds", "0,1", "--table-only")
     assert only.returncode == 0 and "started" not in only.stderr, only.stderr[-2000:]
     rows = json.loads((out / "quality-scientific-tiny.json").read_text())["systems"]
     assert {s: r["seeds"] for s, r in rows.items()} == {s: [0] for s in table}
     assert not (work / "store-seed1").exists()
     # --merge: a new system's row beside an earlier report's rows, rebuilt from their ranks
     merged_out = tmp_path / "merged"
-    merge = [*cmd[:5], "popular", "--test-users", "16", "--work-dir", str(tmp_path / "work2")]
+    merge = ["--systems", "popular", "--test-users", "16", "--work-dir", str(tmp_path / "work2")]
     merge += ["--output-dir", str(merged_out), "--merge", str(out / "quality-scientific-tiny.json")]
-    proc = subprocess.run(merge, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    proc = quality_cli(*merge)
     assert proc.returncode == 0, proc.stderr[-3000:]
     merged = json.loads((merged_out / "quality-scientific-tiny.json").read_text())["systems"]
     timing = ("seconds", "eval_seconds", "provenance")  # popular ran again: metrics agree
@@ -145,20 +171,15 @@ def test_quality_ranks_every_system_on_the_same_users(tmp_path):
     )
     # an earlier report of other users cannot be merged: its paired tests would compare others
     other = [a if a != "16" else "8" for a in merge]
-    proc = subprocess.run(other, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    proc = quality_cli(*other)
     assert proc.returncode == 2 and "ranked other test users" in proc.stderr
     assert "popular, seed 0: started" not in proc.stderr  # refused before anything ran
 
 
-def _quality(*args: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "benchmarks/quality.py", "--preset", "tiny", *args]
-    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
-
-
-def test_quality_harness_checks_saved_results_and_keeps_provenance(tmp_path):
+def test_quality_harness_checks_saved_results_and_keeps_provenance(tmp_path, quality_cli):
     work, out = tmp_path / "work", tmp_path / "results"
     base = ["--work-dir", str(work), "--output-dir", str(out), "--test-users", "64"]
-    proc = _quality("--systems", "popular,random", "--seeds", "0,1", *base)
+    proc = quality_cli("--systems", "popular,random", "--seeds", "0,1", *base)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads((out / "quality-scientific-tiny.json").read_text())
     kept, excluded = report["systems"], report["systems_excluding_history"]
@@ -178,36 +199,36 @@ def test_quality_harness_checks_saved_results_and_keeps_provenance(tmp_path):
     assert "### History items excluded" in md and "## Provenance" in md
 
     # 1. a saved result is not reused for another sample of users or another identity
-    proc = _quality("--systems", "popular", *base[:4], "--test-users", "32")
+    proc = quality_cli("--systems", "popular", *base[:4], "--test-users", "32")
     assert proc.returncode == 2 and "was computed for another run" in proc.stderr
     assert "sample" in proc.stderr and "started" not in proc.stderr
     legacy = json.loads((work / "random-seed0" / "result.json").read_text())
     del legacy["identity"]  # as an older harness wrote it
     (work / "random-seed0" / "result.json").write_text(json.dumps(legacy))
-    proc = _quality("--systems", "random", *base)
+    proc = quality_cli("--systems", "random", *base)
     assert proc.returncode == 2 and "records no identity" in proc.stderr
 
     # 2. --merge never overwrites its input, names what it drops and keeps the rows' provenance
     earlier = out / "quality-scientific-tiny.json"
-    proc = _quality("--systems", "popular", *base, "--merge", str(earlier))
+    proc = quality_cli("--systems", "popular", *base, "--merge", str(earlier))
     assert proc.returncode == 2 and "never overwritten" in proc.stderr
     merged_out = tmp_path / "merged"
     args = ["--work-dir", str(work), "--output-dir", str(merged_out), "--test-users", "64"]
-    proc = _quality(
+    proc = quality_cli(
         "--systems", "popular", *args, "--merge", str(earlier), "--reference", "popular"
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     merged = json.loads((merged_out / "quality-scientific-tiny.json").read_text())["systems"]
     assert merged["random"]["provenance"] == kept["random"]["provenance"]
     # a report of another preset's settings cannot be merged
-    proc = _quality(
+    proc = quality_cli(
         "--systems", "popular", *args, "--merge", str(earlier), "--recommender", "num_beams=5"
     )
     assert proc.returncode == 2 and "was run with recommender" in proc.stderr
 
     # 3. the confirmation sample: only with --final, disjoint from the tuning samples, recorded
     final = ["--work-dir", str(work), "--output-dir", str(out), "--final"]
-    proc = _quality("--systems", "popular", "--test-users", "100", *final)
+    proc = quality_cli("--systems", "popular", "--test-users", "100", *final)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads((out / "quality-scientific-tiny-final.json").read_text())
     assert "confirmation" in report["machine"]["split"]
