@@ -155,6 +155,42 @@ def test_two_stage_training_learns_the_pattern(chain, tmp_path):
     assert 0.0 <= scoring["auc"] <= 1.0 and scoring["num_impressions"] == len(splits["test"])
 
 
+def test_validation_ranks_a_bf16_copy_as_the_evaluate_stage_does(chain, tmp_path, monkeypatch):
+    """``rank_bf16``: the validation users are ranked on bf16 weights, as the test users are,
+    while the trained model keeps its fp32 weights."""
+    import copy
+
+    from store_hf.training import recommender
+    from store_hf.training.recommender import RecTrainer
+
+    ranked_dtypes = []
+
+    def spy(model, *args, **kwargs):
+        ranked_dtypes.append(model.dtype)
+        return evaluate_recommender(model, *args, **kwargs)
+
+    monkeypatch.setattr(recommender, "evaluate_recommender", spy)
+
+    rec, tok, items, splits = chain
+    rec = copy.deepcopy(rec).eval()
+    before = {n: p.detach().clone() for n, p in rec.named_parameters()}
+    args = _stage_args(tmp_path, RecStageSettings(), seed=0, epochs=1.0, bf16=True)
+    trainer = RecTrainer(model=rec, args=args, ranking_split=splits["test"], rank_bf16=True)
+    ranked = trainer._rank_validation()
+    expected = evaluate_recommender(
+        copy.deepcopy(rec).to(torch.bfloat16),
+        splits["test"],
+        ks=(10,),
+        num_beams=20,
+        show_progress=False,
+        return_ranks=True,
+    )
+    assert ranked_dtypes == [torch.bfloat16]
+    assert ranked["ndcg@10"] == expected["ndcg@10"] and ranked["recall@10"] == expected["recall@10"]
+    for name, p in rec.named_parameters():
+        assert p.dtype == torch.float32 and torch.equal(p, before[name]), name
+
+
 def test_evaluation_cadence_leaves_early_stopping_room_to_act():
     from store_hf.training import evaluation_steps
 

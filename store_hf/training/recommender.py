@@ -9,6 +9,7 @@ stage 2 trains recommendation alone, early-stopped on the validation split. Both
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import os
@@ -30,6 +31,7 @@ from transformers import (
     TrainingArguments,
 )
 
+from ..backbones import resolve_bf16
 from ..data import EVAL_SEED, sample_users
 from ..evaluation import evaluate_recommender
 from ..files import write_json_atomic
@@ -56,6 +58,9 @@ class RecTrainer(Trainer):
         schedule: ``(offset, total, warmup)`` optimiser steps: a cosine schedule with linear
             warmup over ``total`` steps of which this trainer runs the steps from ``offset`` on
             (one schedule over two stages); ``None``: the Trainer's own schedule.
+        rank_bf16: rank the validation users on a bf16 copy of the model, as the evaluate stage
+            ranks the test users (the trained weights stay fp32); otherwise on the model itself,
+            under bf16 autocast where the Trainer trains in bf16.
     """
 
     def __init__(
@@ -66,6 +71,7 @@ class RecTrainer(Trainer):
         eval_batch: int = 16,
         loss_normalizer: float | None = None,
         schedule: tuple[int, int, int] | None = None,
+        rank_bf16: bool = False,
         **kwargs,
     ) -> None:
         super().__init__(*args, **kwargs)
@@ -74,6 +80,7 @@ class RecTrainer(Trainer):
         self.eval_batch = eval_batch
         self.loss_normalizer = loss_normalizer
         self.schedule = schedule
+        self.rank_bf16 = rank_bf16
 
     def get_batch_samples(self, epoch_iterator, num_batches, device):
         # the training loop's count of labelled tokens per optimiser step is the loss divisor
@@ -107,7 +114,9 @@ class RecTrainer(Trainer):
             prefix = kwargs.get("metric_key_prefix", args[3] if len(args) > 3 else "eval")
             # Trainer autocasts its own loss evaluation only: beam search needs it too
             precision = torch.autocast(
-                self.args.device.type, dtype=torch.bfloat16, enabled=self.args.bf16
+                self.args.device.type,
+                dtype=torch.bfloat16,
+                enabled=self.args.bf16 and not self.rank_bf16,
             )
             with precision:
                 ranking = self._rank_validation()
@@ -115,8 +124,13 @@ class RecTrainer(Trainer):
         return output
 
     def _rank_validation(self) -> dict:
+        model = self.model
+        if self.rank_bf16:
+            # casting weights once beats autocast's cast of every weight in every beam step
+            # (benchmarks/evaluation.py); a copy, since training goes on in fp32
+            model = copy.deepcopy(model).to(torch.bfloat16)
         return evaluate_recommender(
-            self.model,
+            model,
             self.ranking_split,
             ks=(10,),
             num_beams=max(10, self.num_beams),
@@ -205,6 +219,7 @@ def _trainer(
         eval_batch=settings.eval_batch_size,
         loss_normalizer=labelled_tokens_per_step(train, settings) if constant else None,
         schedule=schedule,
+        rank_bf16=resolve_bf16(settings.eval_bf16),
     )
 
 
