@@ -46,6 +46,12 @@ def main() -> None:
     p.add_argument("--name", default=None, help="the checkpoint's row name in the table")
     p.add_argument("--output", type=Path, default=None)
     p.add_argument(
+        "--num-beams",
+        type=int,
+        default=None,
+        help="beam width of the ranking (default: the run's preset's, at least 20)",
+    )
+    p.add_argument(
         "--versus",
         type=Path,
         default=None,
@@ -68,11 +74,12 @@ def main() -> None:
     if resolve_bf16(settings.eval_bf16):
         model = model.to(torch.bfloat16)
     ks = (1, 5, 10, 20)
+    beams = args.num_beams or max(settings.num_beams, max(ks))
     result = evaluate_recommender(
         model,
         test,
         ks=ks,
-        num_beams=max(settings.num_beams, max(ks)),
+        num_beams=beams,
         batch_size=settings.eval_batch_size,
         return_ranks=True,
     )
@@ -86,6 +93,8 @@ def main() -> None:
             raise SystemExit(f"{final_path}: other test users than the run's")
         rows["final model"] = np.asarray(final["ranks"]["STORE"])
     lines = [
+        f"{len(test)} test users of `{run_dir}`, {beams} beams.",
+        "",
         "| model | R@10 [95% interval] | N@10 [95% interval] |",
         "|---|---|---|",
     ]
@@ -136,6 +145,7 @@ def main() -> None:
             "checkpoint": str(ckpt),
             "name": name,
             "metrics": result,
+            "num_beams": beams,
             "paired_vs_final": paired,
             "versus": versus,
             "versus_file": None if args.versus is None else str(args.versus),

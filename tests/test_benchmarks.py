@@ -343,11 +343,12 @@ def test_checkpoint_eval_compares_a_checkpoint_with_a_reports_systems(shared_tin
     )
     output = tmp_path / "checkpoint.json"
     cmd = [sys.executable, "benchmarks/checkpoint_eval.py", str(out), str(ckpt), "--name", "ckpt"]
-    cmd += ["--versus", str(ranks_file), "--output", str(output)]
+    cmd += ["--versus", str(ranks_file), "--output", str(output), "--num-beams", "24"]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(output.read_text())
     assert report["user_id"] == final["user_id"]
+    assert report["num_beams"] == 24 and "24 beams" in proc.stdout  # a beam-width comparison
     direct = compare_systems(report["ranks"], final["ranks"]["STORE"], ks=(10,))
     versus = report["versus"]["final"]["versus_ckpt"]
     for metric in ("recall@10", "ndcg@10"):
