@@ -9,7 +9,7 @@ ranked before it cast a copy) and in bf16 (weights cast, as the evaluate stage a
 validation do where the hardware computes bf16 natively), for each batch size: users per second
 of ``recommend``, and, between fp32 and bf16, the share of users whose target rank is the same,
 whose top-10 list is the same, the R@10 / N@10 of each and an exact McNemar test on hits@10.
-Writes ``benchmarks/results/evaluation.md`` and ``.json``.
+Writes ``benchmarks/results/evaluation.md`` and ``.json`` (``--name`` for another name).
 """
 
 from __future__ import annotations
@@ -63,6 +63,7 @@ def main() -> None:
     p.add_argument("--users", type=int, default=200)
     p.add_argument("--batch-sizes", default="8,16,32")
     p.add_argument("--output-dir", type=Path, default=ROOT / "benchmarks" / "results")
+    p.add_argument("--name", default="evaluation", help="report name: NAME.md and NAME.json")
     args = p.parse_args()
     config = RunConfig.from_dict({**_saved_config(args.run), "output_dir": str(args.run)})
     pipeline = Pipeline(config)
@@ -93,7 +94,7 @@ def main() -> None:
     info = machine_info(run=str(args.run), users=args.users, native_bf16=native_bf16())
     speeds = {name: r["users_per_second"] for name, r in results.items()}
     write_json_atomic(
-        args.output_dir / "evaluation.json",
+        args.output_dir / f"{args.name}.json",
         {"machine": info, "users_per_second": speeds, "agreement": agreement, "beams": beams},
     )
     lines = [
@@ -123,7 +124,7 @@ def main() -> None:
         f"weights: the same target rank for {a['autocast_vs_bf16_same_target_rank']:.1%} of "
         "users.",
     ]
-    (args.output_dir / "evaluation.md").write_text("\n".join(lines) + "\n")
+    (args.output_dir / f"{args.name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

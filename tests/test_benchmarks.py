@@ -135,10 +135,11 @@ def test_quality_ranks_every_system_on_the_same_users(tmp_path, quality_cli):
     assert "--semantic-ids llm-rqvae" in md
     # ranking speed per precision and batch size, and bf16 vs fp32 agreement, on that run
     bench = [sys.executable, "benchmarks/evaluation.py", str(work / "store-seed0"), "--users", "8"]
-    bench += ["--batch-sizes", "4,8", "--output-dir", str(out)]
+    bench += ["--batch-sizes", "4,8", "--output-dir", str(out), "--name", "eval-tiny"]
     proc = subprocess.run(bench, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    evaluation = json.loads((out / "evaluation.json").read_text())
+    evaluation = json.loads((out / "eval-tiny.json").read_text())
+    assert "autocast vs bf16 weights" in (out / "eval-tiny.md").read_text()
     assert set(evaluation["users_per_second"]) == {"float32", "autocast", "bfloat16"}
     assert all(v > 0 for r in evaluation["users_per_second"].values() for v in r.values())
     assert 0.0 <= evaluation["agreement"]["same_target_rank"] <= 1.0

@@ -1,5 +1,6 @@
 """Instruction data, collation, two-stage training and evaluation of the recommender."""
 
+import math
 from dataclasses import replace
 
 import pytest
@@ -9,7 +10,7 @@ from transformers import Trainer
 
 from store_hf.evaluation import evaluate_recommender, evaluate_scoring
 from store_hf.modeling_store import StoreForGenerativeRec, StoreTokenizerModel
-from store_hf.presets import RecStageSettings
+from store_hf.presets import RecStageSettings, get_preset
 from store_hf.training import RecCollator, RecInstructionData, train_recommender
 from store_hf.training.recommender import _stage_args
 
@@ -198,9 +199,23 @@ def test_evaluation_cadence_leaves_early_stopping_room_to_act():
     # one evaluation, at the end; now at least patience + 1 evaluations
     settings = RecStageSettings(batch_size=16, per_device_batch_size=16, patience=5)
     steps = evaluation_steps(620, settings, epochs=1.0)
-    assert steps == 39 // 6 and 39 // steps >= settings.patience + 1
+    validated = [*range(steps, 39, steps), 39]  # the Trainer validates the last step too
+    assert len(validated) >= settings.patience + 1 and 39 - validated[-2] >= steps // 2
+    for total in range(6, 200):  # short stages keep patience + 1 validations
+        steps = evaluation_steps(16 * total, settings, epochs=1.0)
+        assert len({*range(steps, total + 1, steps), total}) >= settings.patience + 1, total
     # long stages: evals_per_epoch decides
     assert evaluation_steps(16 * 400, settings, epochs=10.0) == 100
+    # the full preset's stages (12,733 joint examples for one epoch, 8,389 packed users for two):
+    # the last validation on the last step, not one or two steps before it as 265 / 262 gave
+    full = get_preset("full").recommender
+    for examples, epochs, expected in (
+        (12733, 1.0, [266, 532, 796]),
+        (8389, 2.0, [263, 526, 789, 1050]),
+    ):
+        steps = evaluation_steps(examples, full, epochs)
+        total = math.ceil(examples / full.batch_size) * int(epochs)
+        assert sorted({*range(steps, total + 1, steps), total}) == expected
     assert evaluation_steps(16 * 400, replace(settings, eval_steps=7), epochs=10.0) == 7
 
 
