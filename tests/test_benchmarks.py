@@ -324,6 +324,24 @@ def test_grad_norms_summarise_each_stage_of_a_run(shared_tiny_run, tmp_path):
     assert missing.returncode != 0 and "log_history.json: not found" in missing.stderr
 
 
+def test_validation_curve_lists_every_validation_of_both_stages(shared_tiny_run, tmp_path):
+    cmd = [sys.executable, "benchmarks/validation_curve.py", str(shared_tiny_run.out)]
+    cmd += ["--name", "tiny", "--output-dir", str(tmp_path), "--note", "resumed once"]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads((tmp_path / "tiny-validation-curve.json").read_text())
+    logs = json.loads((shared_tiny_run.out / "recommender" / "log_history.json").read_text())
+    ranked = {k: [h["step"] for h in v if "eval_loss" in h] for k, v in logs.items()}
+    assert [r["step"] for r in report["curve"]] == ranked["joint"] + ranked["rec"]
+    assert ranked["rec"] and report["best_checkpoint"]
+    for row, logged in zip(
+        report["curve"], [h for v in logs.values() for h in v if "eval_loss" in h]
+    ):
+        assert row["loss"] == logged["eval_loss"] and row["ndcg@10"] == logged.get("eval_ndcg@10")
+    md = (tmp_path / "tiny-validation-curve.md").read_text()
+    assert md.count("| stage 2 |") == len(ranked["rec"]) and "resumed once" in md
+
+
 def test_checkpoint_eval_compares_a_checkpoint_with_a_reports_systems(shared_tiny_run, tmp_path):
     """A training checkpoint ranked on the run's test users, paired with its final model and
     with the systems of a harness ranks file (users in another order, aligned by id)."""
