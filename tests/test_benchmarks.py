@@ -284,10 +284,11 @@ def test_finetune_benchmark_measures_both_modes(tmp_path):
     assert "Full / LoRA" in (tmp_path / "finetune.md").read_text()
 
 
-def _on_run(script: str, run: Path, output_dir: Path) -> list[str]:
+def _on_run(script: str, run: Path, output_dir: Path, *extra: str) -> list[str]:
     """Run ``benchmarks/<script>`` on a finished run folder, writing into ``output_dir``; its
     command line, for a second call with other arguments."""
     cmd = [sys.executable, f"benchmarks/{script}", str(run), "--output-dir", str(output_dir)]
+    cmd += extra
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return cmd
@@ -325,21 +326,25 @@ def test_grad_norms_summarise_each_stage_of_a_run(shared_tiny_run, tmp_path):
 
 
 def test_validation_curve_lists_every_validation_of_both_stages(shared_tiny_run, tmp_path):
-    cmd = [sys.executable, "benchmarks/validation_curve.py", str(shared_tiny_run.out)]
-    cmd += ["--name", "tiny", "--output-dir", str(tmp_path), "--note", "resumed once"]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    _on_run(
+        "validation_curve.py",
+        shared_tiny_run.out,
+        tmp_path,
+        "--name",
+        "tiny",
+        "--note",
+        "resumed once",
+    )
     report = json.loads((tmp_path / "tiny-validation-curve.json").read_text())
     logs = json.loads((shared_tiny_run.out / "recommender" / "log_history.json").read_text())
-    ranked = {k: [h["step"] for h in v if "eval_loss" in h] for k, v in logs.items()}
-    assert [r["step"] for r in report["curve"]] == ranked["joint"] + ranked["rec"]
-    assert ranked["rec"] and report["best_checkpoint"]
-    for row, logged in zip(
-        report["curve"], [h for v in logs.values() for h in v if "eval_loss" in h]
-    ):
-        assert row["loss"] == logged["eval_loss"] and row["ndcg@10"] == logged.get("eval_ndcg@10")
+    validated = {k: [h for h in logs[k] if "eval_loss" in h] for k in ("joint", "rec")}
+    logged = validated["joint"] + validated["rec"]
+    assert [r["step"] for r in report["curve"]] == [h["step"] for h in logged]
+    assert validated["rec"] and report["best_checkpoint"]
+    for row, h in zip(report["curve"], logged):
+        assert row["loss"] == h["eval_loss"] and row["ndcg@10"] == h.get("eval_ndcg@10")
     md = (tmp_path / "tiny-validation-curve.md").read_text()
-    assert md.count("| stage 2 |") == len(ranked["rec"]) and "resumed once" in md
+    assert md.count("| stage 2 |") == len(validated["rec"]) and "resumed once" in md
 
 
 def test_checkpoint_eval_compares_a_checkpoint_with_a_reports_systems(shared_tiny_run, tmp_path):

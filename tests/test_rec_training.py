@@ -192,6 +192,11 @@ def test_validation_ranks_a_bf16_copy_as_the_evaluate_stage_does(chain, tmp_path
         assert p.dtype == torch.float32 and torch.equal(p, before[name]), name
 
 
+def _validated(steps: int, total: int) -> list[int]:
+    """The steps a stage of ``total`` steps validates at every ``steps`` (and at its end)."""
+    return sorted({*range(steps, total + 1, steps), total})
+
+
 def test_evaluation_cadence_leaves_early_stopping_room_to_act():
     from store_hf.training import evaluation_steps
 
@@ -199,11 +204,11 @@ def test_evaluation_cadence_leaves_early_stopping_room_to_act():
     # one evaluation, at the end; now at least patience + 1 evaluations
     settings = RecStageSettings(batch_size=16, per_device_batch_size=16, patience=5)
     steps = evaluation_steps(620, settings, epochs=1.0)
-    validated = [*range(steps, 39, steps), 39]  # the Trainer validates the last step too
+    validated = _validated(steps, 39)  # the Trainer validates the last step too
     assert len(validated) >= settings.patience + 1 and 39 - validated[-2] >= steps // 2
     for total in range(6, 200):  # short stages keep patience + 1 validations
         steps = evaluation_steps(16 * total, settings, epochs=1.0)
-        assert len({*range(steps, total + 1, steps), total}) >= settings.patience + 1, total
+        assert len(_validated(steps, total)) >= settings.patience + 1, total
     # long stages: evals_per_epoch decides
     assert evaluation_steps(16 * 400, settings, epochs=10.0) == 100
     # the full preset's stages (12,733 joint examples for one epoch, 8,389 packed users for two):
@@ -215,7 +220,7 @@ def test_evaluation_cadence_leaves_early_stopping_room_to_act():
     ):
         steps = evaluation_steps(examples, full, epochs)
         total = math.ceil(examples / full.batch_size) * int(epochs)
-        assert sorted({*range(steps, total + 1, steps), total}) == expected
+        assert _validated(steps, total) == expected
     assert evaluation_steps(16 * 400, replace(settings, eval_steps=7), epochs=10.0) == 7
 
 

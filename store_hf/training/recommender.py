@@ -112,14 +112,7 @@ class RecTrainer(Trainer):
         output = super().evaluation_loop(*args, **kwargs)
         if self.ranking_split is not None:
             prefix = kwargs.get("metric_key_prefix", args[3] if len(args) > 3 else "eval")
-            # Trainer autocasts its own loss evaluation only: beam search needs it too
-            precision = torch.autocast(
-                self.args.device.type,
-                dtype=torch.bfloat16,
-                enabled=self.args.bf16 and not self.rank_bf16,
-            )
-            with precision:
-                ranking = self._rank_validation()
+            ranking = self._rank_validation()
             output.metrics.update({f"{prefix}_{k}": v for k, v in ranking.items() if "@" in k})
         return output
 
@@ -129,14 +122,17 @@ class RecTrainer(Trainer):
             # casting weights once beats autocast's cast of every weight in every beam step
             # (benchmarks/evaluation.py); a copy, since training goes on in fp32
             model = copy.deepcopy(model).to(torch.bfloat16)
-        return evaluate_recommender(
-            model,
-            self.ranking_split,
-            ks=(10,),
-            num_beams=max(10, self.num_beams),
-            batch_size=self.eval_batch,
-            show_progress=False,
-        )
+        # otherwise: the Trainer autocasts its own loss evaluation only, beam search needs it too
+        autocast = self.args.bf16 and not self.rank_bf16
+        with torch.autocast(self.args.device.type, dtype=torch.bfloat16, enabled=autocast):
+            return evaluate_recommender(
+                model,
+                self.ranking_split,
+                ks=(10,),
+                num_beams=max(10, self.num_beams),
+                batch_size=self.eval_batch,
+                show_progress=False,
+            )
 
 
 def _stage_args(
