@@ -1,4 +1,9 @@
+import importlib
+import logging
 import os
+import subprocess
+import sys
+import traceback
 from pathlib import Path
 from typing import NamedTuple
 
@@ -37,6 +42,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.xdist_group(group))
 
 
+ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
@@ -97,3 +103,42 @@ def shared_tiny_run(tmp_path_factory, embedded) -> TinyRun:
     args = tiny_run_args(root, embedded, "--codebook-size", "32", "--pca-dim", "8")
     assert main(args) == 0
     return TinyRun(root, root / "out", args)
+
+
+# ------------------------------------------------------------------ scripts, in this process
+@pytest.fixture
+def script_cli(capsys, caplog, monkeypatch):
+    """``python SCRIPT ARGS`` (a script of ``benchmarks/`` or ``examples/``, with a ``main()``)
+    run in this process, from the repository root (a subprocess would import torch and
+    transformers again, about 10 s of CPU per call): a CompletedProcess with the exit status, stdout, and stderr followed by the log records (INFO
+    and up). As from the interpreter: ``SystemExit("message")`` gives status 1 and the message on
+    stderr, an uncaught exception status 1 and its traceback. Torch's thread count is restored
+    after each call (``--threads`` sets it)."""
+    import torch
+
+    monkeypatch.syspath_prepend(str(ROOT))  # benchmarks/, examples/: namespace packages
+    monkeypatch.chdir(ROOT)
+    caplog.set_level(logging.INFO)
+
+    def run(script: str, *args: str) -> subprocess.CompletedProcess:
+        module = importlib.import_module(".".join(Path(script).with_suffix("").parts))
+        argv = [script, *map(str, args)]
+        capsys.readouterr()
+        caplog.clear()
+        monkeypatch.setattr(sys, "argv", argv)
+        threads, message = torch.get_num_threads(), ""
+        try:
+            code = module.main() or 0
+        except SystemExit as e:  # argparse's error() (status 2) or SystemExit("why")
+            if isinstance(e.code, str):
+                code, message = 1, e.code + "\n"
+            else:
+                code = e.code or 0
+        except Exception:
+            code, message = 1, traceback.format_exc()
+        finally:
+            torch.set_num_threads(threads)
+        out = capsys.readouterr()
+        return subprocess.CompletedProcess(argv, code, out.out, out.err + message + caplog.text)
+
+    return run

@@ -1,11 +1,7 @@
 """benchmarks/speed.py --quick: runs every section on tiny backbones and writes its report."""
 
-import importlib
 import json
-import logging
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,28 +12,9 @@ SECTIONS = ("trie_step", "beam_search", "recommend", "tokenizer_paths", "scoring
 
 
 @pytest.fixture
-def quality_cli(capsys, caplog, monkeypatch):
-    """``python benchmarks/quality.py --preset tiny ARGS`` run in this process (a subprocess would
-    import torch and transformers again for every call): a CompletedProcess with the exit status,
-    stdout, and stderr followed by the log records (INFO and up)."""
-    monkeypatch.syspath_prepend(str(ROOT))
-    quality = importlib.import_module("benchmarks.quality")
-    caplog.set_level(logging.INFO)
-
-    def run(*args: str) -> subprocess.CompletedProcess:
-        argv = ["benchmarks/quality.py", "--preset", "tiny", *args]
-        capsys.readouterr()
-        caplog.clear()
-        monkeypatch.setattr(sys, "argv", argv)
-        try:
-            quality.main()
-            code = 0
-        except SystemExit as e:  # argparse's error(): status 2, the message on stderr
-            code = e.code if isinstance(e.code, int) else int(e.code is not None)
-        out = capsys.readouterr()
-        return subprocess.CompletedProcess(argv, code, out.out, out.err + caplog.text)
-
-    return run
+def quality_cli(script_cli):
+    """``python benchmarks/quality.py --preset tiny ARGS`` in this process (:func:`script_cli`)."""
+    return lambda *args: script_cli("benchmarks/quality.py", "--preset", "tiny", *args)
 
 
 def _ratio(cell: str) -> float:
@@ -45,16 +22,9 @@ def _ratio(cell: str) -> float:
     return float(cell[:-1])
 
 
-def test_speed_quick_writes_every_ratio(tmp_path):
+def test_speed_quick_writes_every_ratio(tmp_path, script_cli):
     out = tmp_path / "results"
-    cmd = [sys.executable, "benchmarks/speed.py", "--quick", "--threads", "1"]
-    proc = subprocess.run(
-        [*cmd, "--output-dir", str(out)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    proc = script_cli("benchmarks/speed.py", "--quick", "--threads", "1", "--output-dir", out)
     assert proc.returncode == 0, proc.stderr[-3000:]
     md = (out / "speed.md").read_text()
     assert "speed.py --quick" in md and "torch threads 1" in md  # the command and the machine
@@ -79,7 +49,7 @@ def test_speed_quick_writes_every_ratio(tmp_path):
     assert report["sections"]["recommend"]["same_beams"] is True
 
 
-def test_quality_ranks_every_system_on_the_same_users(tmp_path, quality_cli):
+def test_quality_ranks_every_system_on_the_same_users(tmp_path, quality_cli, script_cli):
     work, out = tmp_path / "work", tmp_path / "results"
     systems = "store,store-no-cbs,store-no-align,store-no-dt,lcrec,popular,random"
     cmd = ["--systems", systems, "--test-users", "16", "--work-dir", str(work)]
@@ -134,9 +104,8 @@ def test_quality_ranks_every_system_on_the_same_users(tmp_path, quality_cli):
     assert "| store-no-cbs |" in md and "--reuse-stages-from" in md
     assert "--semantic-ids llm-rqvae" in md
     # ranking speed per precision and batch size, and bf16 vs fp32 agreement, on that run
-    bench = [sys.executable, "benchmarks/evaluation.py", str(work / "store-seed0"), "--users", "8"]
-    bench += ["--batch-sizes", "4,8", "--output-dir", str(out), "--name", "eval-tiny"]
-    proc = subprocess.run(bench, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    bench = [work / "store-seed0", "--users", "8", "--batch-sizes", "4,8", "--output-dir", out]
+    proc = script_cli("benchmarks/evaluation.py", *bench, "--name", "eval-tiny")
     assert proc.returncode == 0, proc.stderr[-3000:]
     evaluation = json.loads((out / "eval-tiny.json").read_text())
     assert "autocast vs bf16 weights" in (out / "eval-tiny.md").read_text()
@@ -255,10 +224,9 @@ def test_confirmation_sample_avoids_every_tuning_sample(embedded):
         confirmation_sample(test, 8317)
 
 
-def test_packing_benchmark_prints_both_ratios(tmp_path):
-    cmd = [sys.executable, "benchmarks/packing.py", "--backbone", "tiny-llama", "--users", "8"]
-    cmd += ["--threads", "1", "--output-dir", str(tmp_path)]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+def test_packing_benchmark_prints_both_ratios(tmp_path, script_cli):
+    cmd = ["--backbone", "tiny-llama", "--users", "8", "--threads", "1", "--output-dir", tmp_path]
+    proc = script_cli("benchmarks/packing.py", *cmd)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads((tmp_path / "packing.json").read_text())
     packed, prefix = report["layouts"]["packed"], report["layouts"]["per-prefix"]
@@ -269,10 +237,9 @@ def test_packing_benchmark_prints_both_ratios(tmp_path):
     assert "Per-prefix / packed" in (tmp_path / "packing.md").read_text()
 
 
-def test_finetune_benchmark_measures_both_modes(tmp_path):
-    cmd = [sys.executable, "benchmarks/finetune.py", "--backbone", "tiny-llama", "--users", "32"]
-    cmd += ["--batch-size", "8", "--threads", "1", "--output-dir", str(tmp_path)]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+def test_finetune_benchmark_measures_both_modes(tmp_path, script_cli):
+    cmd = ["--backbone", "tiny-llama", "--users", "32", "--batch-size", "8", "--threads", "1"]
+    proc = script_cli("benchmarks/finetune.py", *cmd, "--output-dir", tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads((tmp_path / "finetune.json").read_text())
     lora, full = report["modes"]["lora"], report["modes"]["full"]
@@ -284,18 +251,14 @@ def test_finetune_benchmark_measures_both_modes(tmp_path):
     assert "Full / LoRA" in (tmp_path / "finetune.md").read_text()
 
 
-def _on_run(script: str, run: Path, output_dir: Path, *extra: str) -> list[str]:
-    """Run ``benchmarks/<script>`` on a finished run folder, writing into ``output_dir``; its
-    command line, for a second call with other arguments."""
-    cmd = [sys.executable, f"benchmarks/{script}", str(run), "--output-dir", str(output_dir)]
-    cmd += extra
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+def _on_run(script_cli, script: str, run: Path, output_dir: Path, *extra: str) -> None:
+    """Run ``benchmarks/<script>`` on a finished run folder, writing into ``output_dir``."""
+    proc = script_cli(f"benchmarks/{script}", run, "--output-dir", output_dir, *extra)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return cmd
 
 
-def test_demo_report_records_stage_times_and_metrics(shared_tiny_run, tmp_path):
-    cmd = _on_run("demo_report.py", shared_tiny_run.out, tmp_path)
+def test_demo_report_records_stage_times_and_metrics(shared_tiny_run, tmp_path, script_cli):
+    _on_run(script_cli, "demo_report.py", shared_tiny_run.out, tmp_path)
     report = json.loads((tmp_path / "demo.json").read_text())
     assert report["preset"] == "tiny" and report["machine"]["cpu"]
     times = report["stage_seconds"]
@@ -305,12 +268,12 @@ def test_demo_report_records_stage_times_and_metrics(shared_tiny_run, tmp_path):
     # a run that has not finished is refused by name
     unfinished = tmp_path / "unfinished"
     unfinished.mkdir()
-    proc = subprocess.run([*cmd[:2], str(unfinished)], cwd=ROOT, capture_output=True, text=True)
+    proc = script_cli("benchmarks/demo_report.py", unfinished)
     assert proc.returncode != 0 and "have not finished" in proc.stderr
 
 
-def test_grad_norms_summarise_each_stage_of_a_run(shared_tiny_run, tmp_path):
-    cmd = _on_run("grad_norms.py", shared_tiny_run.out, tmp_path)
+def test_grad_norms_summarise_each_stage_of_a_run(shared_tiny_run, tmp_path, script_cli):
+    _on_run(script_cli, "grad_norms.py", shared_tiny_run.out, tmp_path)
     report = json.loads((tmp_path / "grad-norms.json").read_text())
     logs = json.loads((shared_tiny_run.out / "recommender" / "log_history.json").read_text())
     for key, row in report["stages"].items():
@@ -321,12 +284,15 @@ def test_grad_norms_summarise_each_stage_of_a_run(shared_tiny_run, tmp_path):
     assert report["settings"]["loss_normalization"] == "constant"
     assert report["settings"]["max_grad_norm"] == 0.0
     assert "stage 1" in (tmp_path / "grad-norms.md").read_text()
-    missing = subprocess.run([*cmd[:2], str(tmp_path)], cwd=ROOT, capture_output=True, text=True)
+    missing = script_cli("benchmarks/grad_norms.py", tmp_path)
     assert missing.returncode != 0 and "log_history.json: not found" in missing.stderr
 
 
-def test_validation_curve_lists_every_validation_of_both_stages(shared_tiny_run, tmp_path):
+def test_validation_curve_lists_every_validation_of_both_stages(
+    shared_tiny_run, tmp_path, script_cli
+):
     _on_run(
+        script_cli,
         "validation_curve.py",
         shared_tiny_run.out,
         tmp_path,
@@ -347,7 +313,9 @@ def test_validation_curve_lists_every_validation_of_both_stages(shared_tiny_run,
     assert md.count("| stage 2 |") == len(validated["rec"]) and "resumed once" in md
 
 
-def test_checkpoint_eval_compares_a_checkpoint_with_a_reports_systems(shared_tiny_run, tmp_path):
+def test_checkpoint_eval_compares_a_checkpoint_with_a_reports_systems(
+    shared_tiny_run, tmp_path, script_cli
+):
     """A training checkpoint ranked on the run's test users, paired with its final model and
     with the systems of a harness ranks file (users in another order, aligned by id)."""
     from store_hf.metrics import compare_systems
@@ -366,9 +334,8 @@ def test_checkpoint_eval_compares_a_checkpoint_with_a_reports_systems(shared_tin
         )
     )
     output = tmp_path / "checkpoint.json"
-    cmd = [sys.executable, "benchmarks/checkpoint_eval.py", str(out), str(ckpt), "--name", "ckpt"]
-    cmd += ["--versus", str(ranks_file), "--output", str(output), "--num-beams", "24"]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    cmd = [out, ckpt, "--name", "ckpt", "--versus", ranks_file, "--output", output]
+    proc = script_cli("benchmarks/checkpoint_eval.py", *cmd, "--num-beams", "24")
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(output.read_text())
     assert report["user_id"] == final["user_id"]
@@ -383,15 +350,14 @@ def test_checkpoint_eval_compares_a_checkpoint_with_a_reports_systems(shared_tin
     assert "| final | 0 |" in proc.stdout
     # a ranks file of other users is refused by name
     ranks_file.write_text(json.dumps({"user_id": ["x"], "ranks": {"final": {"0": [1]}}}))
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    proc = script_cli("benchmarks/checkpoint_eval.py", *cmd, "--num-beams", "24")
     assert proc.returncode != 0 and "ranked other test users" in proc.stderr
 
 
-def test_tokenizer_stability_reports_every_seeds_gap(tmp_path):
-    cmd = [sys.executable, "benchmarks/tokenizer_stability.py", "--preset", "tiny"]
-    cmd += ["--seeds", "0,1", "--work-dir", str(tmp_path / "work")]
-    cmd += ["--output-dir", str(tmp_path), "--tokenizer", "max_items=48", "--name", "tiny-48"]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+def test_tokenizer_stability_reports_every_seeds_gap(tmp_path, script_cli):
+    cmd = ["--preset", "tiny", "--seeds", "0,1", "--work-dir", tmp_path / "work"]
+    cmd += ["--output-dir", tmp_path, "--tokenizer", "max_items=48", "--name", "tiny-48"]
+    proc = script_cli("benchmarks/tokenizer_stability.py", *cmd)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads((tmp_path / "tokenizer-stability-tiny-48.json").read_text())
     assert report["seeds"] == [0, 1] and report["tokenizer_settings"] == {"max_items": 48}
@@ -413,5 +379,5 @@ def test_tokenizer_stability_reports_every_seeds_gap(tmp_path):
     md = (tmp_path / "tokenizer-stability-tiny-48.md").read_text()
     assert "{'max_items': 48}" in md and "| 1 |" in md
     # other settings than the preset's need their own name, or they would overwrite its results
-    bad = subprocess.run(cmd[:-2], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    bad = script_cli("benchmarks/tokenizer_stability.py", *cmd[:-2])
     assert bad.returncode == 2 and "--name" in bad.stderr

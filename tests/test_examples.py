@@ -4,8 +4,6 @@ on the first 150 users of the embedded Amazon set: they rank the fixed test-user
 with the same seed gives the same ranks."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,7 +13,6 @@ from store_hf.data import leave_one_out, read_dataset, sample_users
 from store_hf.metrics import ranking_metrics
 from tests.tiny import write_generic_dataset
 
-ROOT = Path(__file__).resolve().parents[1]
 TEST_USERS = 20
 
 
@@ -26,10 +23,9 @@ def data_dir(tmp_path_factory, embedded):
     return folder
 
 
-def _run(script: str, data_dir: Path, out: Path, *extra: str) -> tuple[dict, dict]:
-    cmd = [sys.executable, f"examples/{script}", "--dataset", str(data_dir)]
-    cmd += ["--output-dir", str(out), "--max-test-users", str(TEST_USERS), "--threads", "1"]
-    proc = subprocess.run([*cmd, *extra], cwd=ROOT, capture_output=True, text=True, timeout=600)
+def _run(script_cli, script: str, data_dir: Path, out: Path, *extra: str) -> tuple[dict, dict]:
+    cmd = ["--dataset", data_dir, "--output-dir", out, "--max-test-users", TEST_USERS]
+    proc = script_cli(f"examples/{script}", *cmd, "--threads", "1", *extra)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads((out / "metrics.json").read_text())
     assert json.loads(proc.stdout[proc.stdout.index("{\n") :]) == report  # printed as written
@@ -51,18 +47,18 @@ def _check(report: dict, ranks: dict, data_dir: Path, system: str, max_history: 
     assert report["most_popular"] == pytest.approx(expected)
 
 
-def test_sasrec_script_ranks_the_evaluation_users_reproducibly(data_dir, tmp_path):
+def test_sasrec_script_ranks_the_evaluation_users_reproducibly(data_dir, tmp_path, script_cli):
     extra = ("--epochs", "3", "--patience", "1")
-    report, ranks = _run("train_sasrec.py", data_dir, tmp_path / "a", *extra)
+    report, ranks = _run(script_cli, "train_sasrec.py", data_dir, tmp_path / "a", *extra)
     _check(report, ranks, data_dir, "sasrec", max_history=50)
     assert (tmp_path / "a" / "model").is_dir() and 1 <= report["sasrec_epochs_run"] <= 3
-    _, again = _run("train_sasrec.py", data_dir, tmp_path / "b", *extra)
+    _, again = _run(script_cli, "train_sasrec.py", data_dir, tmp_path / "b", *extra)
     assert again == ranks  # seeded before the model is built
 
 
-def test_tiger_script_ranks_the_evaluation_users(data_dir, tmp_path):
+def test_tiger_script_ranks_the_evaluation_users(data_dir, tmp_path, script_cli):
     extra = ("--size", "cpu", "--epochs", "1", "--rqvae-epochs", "2", "--num-beams", "10")
-    report, ranks = _run("train_tiger.py", data_dir, tmp_path, *extra)
+    report, ranks = _run(script_cli, "train_tiger.py", data_dir, tmp_path, *extra)
     _check(report, ranks, data_dir, "tiger", max_history=20)
     assert (tmp_path / "codes.npy").is_file() and report["t5_epochs_run"] == 1
     assert set(report["seconds"]) >= {"load_and_split", "encode_texts", "train_t5", "total"}

@@ -271,16 +271,10 @@ def test_case4_the_rqvae_and_baseline_scripts_share_the_checker(capsys):
     ],
 )
 def test_case4_example_scripts_refuse_bad_settings_before_reading_data(
-    tmp_path, script, flags, needle
+    tmp_path, script, flags, needle, script_cli
 ):
-    path = Path(__file__).resolve().parents[1] / "examples" / script
     out = tmp_path / "out"
-    done = subprocess.run(
-        [sys.executable, str(path), "--output-dir", str(out), *flags],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    done = script_cli(f"examples/{script}", "--output-dir", out, *flags)
     assert done.returncode == 2, done.stderr
     assert needle in done.stderr and "Traceback" not in done.stderr
     assert not out.exists()
