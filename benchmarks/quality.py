@@ -15,7 +15,8 @@ system's per-user ranks by seed, in the order of ``user_id``): R@10 and N@10 wit
 95% bootstrap interval over users, a paired bootstrap test and an exact McNemar test (hits@10)
 of ``--reference`` (default ``store``) against every other row, Recall and NDCG at 1/5/10/20
 per system (mean over seeds, standard deviation where there are several), each system's
-command, seeds, wall and evaluation time, and the machine.
+command, seeds, wall and evaluation time, the seconds of each pipeline stage of the STORE rows
+(validation included), and the machine.
 
 Systems (``--systems``, comma-separated; default all):
 
@@ -100,6 +101,8 @@ SYSTEMS = (
     "random",
 )
 METRICS = [f"{m}@{k}" for m in ("recall", "ndcg") for k in KS]
+#: The stages of a ``store-hf run``, in order; each records its seconds in its ``stage.json``.
+STAGES = ("tokenizer", "encode", "codebook", "recommender", "evaluate")
 logger = logging.getLogger("quality")
 
 
@@ -193,16 +196,19 @@ class Harness:
 
     def _pipeline(
         self, config: RunConfig, reuse_from: Path | None = None
-    ) -> tuple[Pipeline, float]:
+    ) -> tuple[Pipeline, dict[str, float]]:
+        """The finished run of ``config`` (its first stages taken from ``reuse_from``) and the
+        seconds of the stages it computed itself (:func:`stage_seconds`)."""
         pipeline = Pipeline(config)
         if reuse_from is not None:
             pipeline.reuse_stages(reuse_from)
         out = pipeline.run()
-        own = ["recommender", "evaluate"]  # the time of the stages this system computed
-        if reuse_from is None:
-            own += ["tokenizer", "encode", "codebook"]
-        seconds = sum(json.loads((out / s / "stage.json").read_text())["seconds"] for s in own)
-        return pipeline, seconds
+        return pipeline, stage_seconds(out, reused=reuse_from is not None)
+
+    def _timed(self, ranked: dict, command: str, stages: dict[str, float]) -> dict:
+        """A STORE system's result: its ranks, command, stage times and total seconds."""
+        seconds = sum(v for k, v in stages.items() if k in STAGES) + ranked["eval_seconds"]
+        return {**ranked, "command": command, "stage_seconds": stages, "seconds": seconds}
 
     def _ranked(self, pipeline: Pipeline, mode: str = "trie") -> dict:
         """Both variants of the ranks of the run's recommender on the harness' users, ranked
@@ -245,12 +251,12 @@ class Harness:
         """A whole pipeline run, its recommender ranked with the item trie (``mode="trie"``,
         as ``store-hf evaluate`` ranks) or per position."""
         config = self._run_config(system, semantic_ids)
-        pipeline, seconds = self._pipeline(config)
+        pipeline, stages = self._pipeline(config)
         command = self._store_command(config)
-        if mode != "trie":
+        if mode != "trie":  # another system's model, ranked otherwise: no stage is this row's
             command = f"StoreForGenerativeRec.recommend(..., mode={mode!r}) on {pipeline.out}"
-        ranked = self._ranked(pipeline, mode)
-        return {**ranked, "command": command, "seconds": seconds + ranked["eval_seconds"]}
+            stages = {}
+        return self._timed(self._ranked(pipeline, mode), command, stages)
 
     def system_store(self) -> dict:
         return self._store_run("store")
@@ -266,10 +272,9 @@ class Harness:
         if not yaml.exists():
             yaml.parent.mkdir(parents=True, exist_ok=True)
             yaml.write_text("recommender:\n  alignment: false\n")
-        pipeline, seconds = self._pipeline(config, reuse_from=base)
+        pipeline, stages = self._pipeline(config, reuse_from=base)
         command = self._store_command(config, f" {yaml} --reuse-stages-from {base}")
-        ranked = self._ranked(pipeline)
-        return {**ranked, "command": command, "seconds": seconds + ranked["eval_seconds"]}
+        return self._timed(self._ranked(pipeline), command, stages)
 
     def system_store_no_dt(self) -> dict:
         return self._store_run("store-no-dt", "llm-rqvae")
@@ -378,7 +383,15 @@ class Harness:
         """
         path = self.result_path(system)
         if path.is_file() and not self.args.force:
-            return self.check_saved(json.loads(path.read_text()), system, path)
+            result = self.check_saved(json.loads(path.read_text()), system, path)
+            if (
+                "stage_seconds" not in result
+                and (self.folder(system) / "run_config.json").is_file()
+            ):
+                # written before results kept their stage times: the run folder has them
+                reused = system == "store-no-align"
+                result["stage_seconds"] = stage_seconds(self.folder(system), reused)
+            return result
         if self.args.table_only:
             return None
         logger.info("%s, seed %d: started", system, self.seed)
@@ -387,7 +400,7 @@ class Harness:
             "metrics": ranking_metrics(result["ranks"], KS),
             "metrics_excluding_history": ranking_metrics(result["ranks_excluding_history"], KS),
             "identity": self.identity(system),
-            "provenance": provenance(),
+            "provenance": provenance(self.args.commit),
             "seed": self.seed,
             "eval_seed": self.args.eval_seed,
             "test_users": len(self.test),
@@ -419,6 +432,19 @@ class Harness:
         return result
 
 
+def stage_seconds(out: Path, reused: bool = False) -> dict[str, float]:
+    """Seconds of each stage the run folder ``out`` computed (``reused``: its stages before the
+    recommender came from another run), from their ``stage.json``, plus ``validation``: the part
+    of the recommender's seconds spent validating, where recorded. A resumed stage records the
+    seconds of its last session only."""
+    own = STAGES[STAGES.index("recommender") :] if reused else STAGES
+    times = {s: json.loads((out / s / "stage.json").read_text())["seconds"] for s in own}
+    validation = json.loads((out / "recommender" / "stage.json").read_text()).get(
+        "validation_seconds"
+    )
+    return times | ({"validation": validation} if validation is not None else {})
+
+
 def _max_history(model) -> int:
     config = model.config
     return getattr(config, "max_history", None) or config.max_len
@@ -446,14 +472,16 @@ def git_commit() -> str:
     return (head or "unknown") + ("+dirty" if dirty else "")
 
 
-def provenance() -> dict:
-    """Where and when a result was computed: machine, date, command and the project's commit."""
+def provenance(commit: str) -> dict:
+    """Where and when a result was computed: machine, date, command and ``commit``, the
+    project's commit when the command started (the code it loaded: a commit made while a long
+    run trains is not the code it ran)."""
     info = machine_info()
     return {
         "date": info["date"],
         "machine": f"{info['cpu']}, {info['cores']} cores, GPU {info['gpu'] or 'none'}",
         "command": info["command"],
-        "commit": git_commit(),
+        "commit": commit,
     }
 
 
@@ -501,6 +529,7 @@ def aggregate(
         for m in PAIRED:
             row[m + "_ci95"] = bootstrap_interval(per_user(runs, m, key))
         row["commands"] = [r["command"] for r in runs]
+        row["stage_seconds"] = [r.get("stage_seconds") for r in runs]
         row["provenance"] = [r.get("provenance") for r in runs]
         row["test_users"] = runs[0]["test_users"]
         table[system] = row
@@ -591,6 +620,7 @@ def earlier_results(
                 "seconds": row["seconds"][i],
                 "eval_seconds": row["eval_seconds"][i],
                 "command": row["commands"][i],
+                "stage_seconds": (row.get("stage_seconds") or [None] * len(row["seeds"]))[i],
                 "provenance": (row.get("provenance") or [None] * len(row["seeds"]))[i]
                 or fallback(system),
                 "test_users": len(user_ids),
@@ -746,6 +776,30 @@ def markdown(info: dict, tables: dict[str, dict], title: str, reference: str, dr
         seeds = ",".join(map(str, row["seeds"]))
         wall = ",".join(map(str, row["seconds"]))
         lines.append(f"| {system} | " + " | ".join(cells) + f" | {seeds} | {wall} |")
+    timed = [
+        (s, seed, t) for s, r in main.items() for seed, t in zip(r["seeds"], r["stage_seconds"])
+    ]
+    timed = [(s, seed, t) for s, seed, t in timed if t]
+    if timed:
+        lines += [
+            "",
+            "## Stage times",
+            "",
+            "Seconds of each stage a STORE row computed itself (from its `stage.json`; `-`: "
+            "taken from another run), the part of the recommender stage spent validating, and "
+            "the harness' own ranking of its users (eval s above). A stage resumed from a "
+            "checkpoint records its last session only.",
+            "",
+            "| system | seed | " + " | ".join(STAGES) + " | of which validation | total |",
+            "|---" * (len(STAGES) + 4) + "|",
+        ]
+        for system, seed, t in timed:
+            cells = [f"{t[s]:,.0f}" if s in t else "-" for s in STAGES]
+            valid = f"{t['validation']:,.0f}" if "validation" in t else "-"
+            total = sum(t[s] for s in STAGES if s in t)
+            lines.append(
+                f"| {system} | {seed} | " + " | ".join(cells) + f" | {valid} | {total:,.0f} |"
+            )
     lines += [
         "",
         "## Provenance",
@@ -854,7 +908,8 @@ def main() -> None:
     )
     logging.getLogger("datasets").setLevel(logging.WARNING)
 
-    info = machine_info(preset=args.preset, systems=systems, commit=git_commit())
+    args.commit = git_commit()  # before anything runs: the code this command loaded
+    info = machine_info(preset=args.preset, systems=systems, commit=args.commit)
     info |= {"recommender": args.recommender, "final": args.final}
     results: dict[str, list[dict]] = {s: [] for s in systems}
     seeds = [int(s) for s in args.seeds.split(",")]

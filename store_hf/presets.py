@@ -236,8 +236,8 @@ PRESETS: dict[str, Preset] = {
     "full": Preset(
         name="full",
         backbone="smollm2-135m",
-        description="SmolLM2-135M on the whole dataset (every user packed, every item aligned), "
-        "sized for about 100 minutes on 2 CPU cores",
+        description="SmolLM2-135M on the whole dataset (every user packed, every weight trained, "
+        "up to three epochs), sized for about 100 minutes on 2 CPU cores",
         lora_r=16,
         lora_alpha=32,
         lora_dropout=0.0,
@@ -253,13 +253,17 @@ PRESETS: dict[str, Preset] = {
             # (benchmarks/results/finetune.md); the code rows keep their 5e-3
             finetune="full",
             learning_rate=1e-4,
+            # the text-code alignment task off: on the same tokenizer, codes and users it
+            # changed R@10 by +0.0045 (p = 0.29) and N@10 by +0.0031 (p = 0.13) and cost
+            # ~190k of stage 1's 437k tokens, 40 of the preset's 140 minutes
+            # (benchmarks/results/quality-scientific-full-v5.md; it is on in `cpu` and `paper`)
+            alignment=False,
             alignment_items="all",
             alignment_max_items=None,
-            # stage 1 (247k recommendation + ~190k alignment tokens, item text cut to 32
-            # tokens), then stage 2 for up to two epochs of 247k tokens, early-stopped on
-            # NDCG@10 of 1,000 validation users (standard error ~0.008 at NDCG 0.07; 200 users
-            # could not tell the differences apart), two validations per epoch, patience 2;
-            # one cosine schedule over both stages, so stage 2 does not warm up again
+            # stage 1 (one epoch of 247k tokens), then stage 2 for up to two more epochs,
+            # early-stopped on NDCG@10 of 1,000 validation users (standard error ~0.008 at NDCG
+            # 0.07; 200 users could not tell the differences apart), two validations per epoch,
+            # patience 2; one cosine schedule over both stages, so stage 2 does not warm up again
             alignment_max_length=32,
             num_epochs=2.0,
             evals_per_epoch=2,

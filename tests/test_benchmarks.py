@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+STAGES = ("tokenizer", "encode", "codebook", "recommender", "evaluate")
 SECTIONS = ("trie_step", "beam_search", "recommend", "tokenizer_paths", "scoring", "encode")
 
 
@@ -99,8 +100,22 @@ def test_quality_ranks_every_system_on_the_same_users(tmp_path, quality_cli, scr
     assert json.loads((no_dt / "tokenizer" / "stage.json").read_text())["trained"] is False
     lcrec = table["lcrec"]["commands"][0]
     assert "mode='position'" in lcrec and str(no_dt) in lcrec
+    # every stage a STORE row computed, with its seconds as its stage.json recorded them
+    for system, stages in {"store": STAGES, "store-no-align": STAGES[3:]}.items():
+        folder, times = work / f"{system}-seed0", results[system]["stage_seconds"]
+        validation = json.loads((folder / "recommender" / "stage.json").read_text())
+        assert times == {
+            **{s: json.loads((folder / s / "stage.json").read_text())["seconds"] for s in stages},
+            "validation": validation["validation_seconds"],
+        }, system
+        assert results[system]["seconds"] == pytest.approx(
+            sum(times[s] for s in stages) + results[system]["eval_seconds"]
+        )
+    assert results["store-no-cbs"]["stage_seconds"] == {}  # it ranks store's model
     md = (out / "quality-scientific-tiny.md").read_text()
     assert "## Intervals and paired tests" in md and "within noise" in md
+    stage_rows = [line for line in md.splitlines() if line.startswith("| store-no-align | 0 | - |")]
+    assert len(stage_rows) == 1, md  # the reused stages shown as such
     assert "| store-no-cbs |" in md and "--reuse-stages-from" in md
     assert "--semantic-ids llm-rqvae" in md
     # ranking speed per precision and batch size, and bf16 vs fp32 agreement, on that run

@@ -211,15 +211,17 @@ def test_evaluation_cadence_leaves_early_stopping_room_to_act():
         assert len(_validated(steps, total)) >= settings.patience + 1, total
     # long stages: evals_per_epoch decides
     assert evaluation_steps(16 * 400, settings, epochs=10.0) == 100
-    # the full preset's stages (12,733 joint examples for one epoch, 8,389 packed users for two):
-    # the last validation on the last step, not one or two steps before it as 265 / 262 gave
+    # the full preset's stages (8,389 packed users, one epoch in stage 1, two in stage 2): the
+    # last validation on the last step, not one or two steps before it as 262 gave; stage 1,
+    # which does not stop early, at evals_per_epoch without the patience + 1 floor
     full = get_preset("full").recommender
-    for examples, epochs, expected in (
-        (12733, 1.0, [266, 532, 796]),
-        (8389, 2.0, [263, 526, 789, 1050]),
+    for epochs, early_stopping, expected in (
+        (1.0, False, [263, 525]),
+        (1.0, True, [175, 350, 525]),
+        (2.0, True, [263, 526, 789, 1050]),
     ):
-        steps = evaluation_steps(examples, full, epochs)
-        total = math.ceil(examples / full.batch_size) * int(epochs)
+        steps = evaluation_steps(8389, full, epochs, early_stopping)
+        total = math.ceil(8389 / full.batch_size) * int(epochs)
         assert _validated(steps, total) == expected
     assert evaluation_steps(16 * 400, replace(settings, eval_steps=7), epochs=10.0) == 7
 

@@ -219,12 +219,15 @@ def _trainer(
     )
 
 
-def evaluation_steps(num_examples: int, settings: RecStageSettings, epochs: float) -> int:
-    """Optimiser steps between two validations of stage 2.
+def evaluation_steps(
+    num_examples: int, settings: RecStageSettings, epochs: float, early_stopping: bool = True
+) -> int:
+    """Optimiser steps between two validations of a stage.
 
-    ``settings.evals_per_epoch`` evaluations per epoch, but at least ``settings.patience + 1``
-    over the whole stage: with fewer, early stopping could never stop the stage and the best
-    checkpoint would always be the last one. The interval is stretched so that the last
+    ``settings.evals_per_epoch`` evaluations per epoch, but, for a stage that stops early (stage
+    2), at least ``settings.patience + 1`` over the whole stage: with fewer, early stopping could
+    never stop the stage and the best checkpoint would always be the last one. Stage 1 does not
+    stop early (``early_stopping=False``): its validations only draw its learning curve. The interval is stretched so that the last
     validation falls on the stage's last step: the Trainer validates the final step anyway, and
     an interval that does not divide the stage ends it with two validations a step or two
     apart (each 1,000-user validation of the ``full`` preset costs 2-3 minutes on 2 cores).
@@ -233,11 +236,12 @@ def evaluation_steps(num_examples: int, settings: RecStageSettings, epochs: floa
     if settings.eval_steps:
         return settings.eval_steps
     total = _stage_steps(num_examples, settings, epochs)
+    least = settings.patience + 1 if early_stopping else 1
     interval = max(1, steps_per_epoch(num_examples, settings) // max(1, settings.evals_per_epoch))
-    interval = max(1, min(interval, total // (settings.patience + 1)))
+    interval = max(1, min(interval, total // least))
     stretched = math.ceil(total / max(1, total // interval))
     # rounding up can cost a short stage a validation: never below patience + 1 for it
-    needed = min(settings.patience + 1, math.ceil(total / interval))
+    needed = min(least, math.ceil(total / interval))
     return stretched if math.ceil(total / stretched) >= needed else interval
 
 
@@ -316,9 +320,11 @@ def train_recommender(
     start = time.time()
 
     by_ndcg = settings.early_stopping_metric != "loss"
-    # stage 1 validates at the cadence of stage 2 (no early stopping): the learning curves of
-    # both stages show whether more training would help
-    joint_eval = evaluation_steps(len(joint_ds), settings, settings.joint_epochs)
+    # stage 1 validates at the cadence of stage 2 (without its patience floor: stage 1 does
+    # not stop early): the learning curves of both stages show whether more training would help
+    joint_eval = evaluation_steps(
+        len(joint_ds), settings, settings.joint_epochs, early_stopping=False
+    )
     schedules: dict[str, tuple[int, int, int] | None] = {"joint": None, "rec": None}
     if settings.lr_schedule == "continuous":  # one cosine over stage 1 and stage 2's cap
         first = _stage_steps(len(joint_ds), settings, settings.joint_epochs)
