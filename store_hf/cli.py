@@ -343,7 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("config", nargs="?", help="a YAML run config (flags override it)")
     run.add_argument("--output-dir", type=str)
-    run.add_argument("--preset", help="cpu (default), tiny or paper")
+    run.add_argument("--preset", help="cpu (default), full, tiny or paper (docs/pipeline.md)")
     run.add_argument("--backbone", help="Hub id, local folder, .gguf file or smollm2-135m")
     run.add_argument("--dataset", help="dataset folder (default: the embedded Amazon set)")
     run.add_argument("--dataset-format", dest="format", choices=DATASET_FORMATS)
