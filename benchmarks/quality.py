@@ -160,6 +160,8 @@ class Harness:
         }
         if system.startswith("store") or system in ("lcrec", "tiger-llm"):
             ident |= {"preset": self.args.preset, "recommender": self.args.recommender}
+            # what the preset resolves to today: its defaults can change between two runs
+            ident["settings"] = self._run_config("store").settings()
         return ident
 
     # -- STORE and its ablations
@@ -420,6 +422,14 @@ class Harness:
                 "pass --force to recompute it"
             )
         differ = {k: (saved.get(k), v) for k, v in expected.items() if saved.get(k) != v}
+        if "settings" in differ:  # name the settings, not two dicts of a hundred
+            old, new = differ.pop("settings")
+            if old is None:
+                differ["settings"] = ("not recorded (an older harness)", "the preset's today")
+            else:
+                for k in sorted(set(old) | set(new)):
+                    if old.get(k) != new.get(k):
+                        differ[k] = (old.get(k), new.get(k))
         if differ:
             detail = "; ".join(f"{k}: saved {a!r}, asked {b!r}" for k, (a, b) in differ.items())
             raise ResultMismatch(f"{path} was computed for another run ({detail}); pass "

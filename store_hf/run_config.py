@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import json
 import math
 import numbers
 import os
@@ -210,6 +211,20 @@ class RunConfig:
             codebook=dataclasses.replace(preset.codebook, **self.codebook),
         )
 
+    def settings(self) -> dict[str, Any]:
+        """Every setting the run trains with: the preset's after this config's overrides, as
+        flat ``name`` / ``section.name`` keys (JSON values). ``run_config.json`` keeps them, so
+        that a folder is not taken for a run of a preset whose defaults have changed since."""
+        values = self.resolved_preset().to_dict()
+        values.pop("description")
+        flat: dict[str, Any] = {}
+        for key, value in values.items():
+            if isinstance(value, dict):
+                flat |= {f"{key}.{name}": v for name, v in value.items()}
+            else:
+                flat[key] = value
+        return json.loads(json.dumps(flat, default=str))  # tuples as lists, as read back
+
     def identity(self) -> dict[str, Any]:
         """What makes two runs the same run (an output folder serves one identity)."""
         values = dataclasses.asdict(self)
@@ -238,7 +253,12 @@ class RunConfig:
         theirs, mine = dict(saved.get("identity", {})), self.identity()
         for name in DATA_PATHS:  # the identity of folders of older versions held the paths
             theirs.pop(name, None)
-        return sorted(k for k in set(theirs) | set(mine) if theirs.get(k) != mine.get(k))
+        differ = {k for k in set(theirs) | set(mine) if theirs.get(k) != mine.get(k)}
+        # the settings a preset gave the saved run (folders of older versions: not kept); a
+        # setting added since is compared where both have it, its default keeping old behaviour
+        recorded, now = saved.get("settings") or {}, self.settings()
+        differ |= {k for k in set(recorded) & set(now) if recorded[k] != now[k]}
+        return sorted(differ)
 
     def load_dataset(self) -> RecDataset:
         return load_dataset_or_embedded(

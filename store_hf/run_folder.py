@@ -390,6 +390,7 @@ class RunFolder:
             run_file,
             {
                 "identity": config.identity(),
+                "settings": config.settings(),
                 "config": dataclasses.asdict(config),
                 # where the data is from the run folder: found again when both are moved
                 "data_paths": {
@@ -445,7 +446,11 @@ class RunFolder:
         if not (source / RUN_FILE).is_file():
             raise PipelineError(f"{source}: not a store-hf run folder (no {RUN_FILE})")
         saved = read_json(source / RUN_FILE, hint=RUN_FILE_HINT)
-        diff = [k for k in self.config.differences_from(saved) if k != "recommender"]
+        diff = [
+            k
+            for k in self.config.differences_from(saved)
+            if k != "recommender" and not k.startswith("recommender.")
+        ]
         if diff:
             raise PipelineError(
                 f"{source}: its stages cannot be reused here, the runs differ in {diff} "

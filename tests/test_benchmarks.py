@@ -130,6 +130,15 @@ def test_quality_ranks_every_system_on_the_same_users(tmp_path, quality_cli, scr
     # a rerun takes the finished results instead of training again
     again = quality_cli(*cmd)
     assert again.returncode == 0 and "started" not in again.stderr
+    # ... unless the preset resolves to other settings than when the result was computed
+    saved_path = work / "store-seed0" / "result.json"
+    saved = saved_path.read_text()
+    changed = json.loads(saved)
+    changed["identity"]["settings"]["recommender.num_beams"] += 1
+    saved_path.write_text(json.dumps(changed))
+    refused = quality_cli(*cmd)
+    assert refused.returncode == 2 and "recommender.num_beams" in refused.stderr
+    saved_path.write_text(saved)
     assert json.loads((out / "quality-scientific-tiny.json").read_text())["systems"] == table
     # --table-only tabulates what is finished (seed 0) and computes nothing for seed 1
     only = quality_cli(*cmd, "--seeds", "0,1", "--table-only")

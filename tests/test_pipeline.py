@@ -410,6 +410,28 @@ def test_runs_reproduce_from_their_seed(tiny_run, tmp_path):
     assert torch.equal(lora_init(0), lora_init(0)) and not torch.equal(lora_init(0), lora_init(1))
 
 
+def test_a_folder_made_under_other_preset_defaults_is_not_taken_for_this_run(
+    tiny_run, tmp_path, capsys
+):
+    """run_config.json keeps every setting the preset gave the run: when a preset's default
+    changes later, the folder is another run (its stages would mix two settings), named by the
+    setting; a folder of an older version, without them, is compared by its identity alone."""
+    copy, argv = _copy_run(tiny_run, tmp_path)
+    run_file = copy / "run_config.json"
+    saved = json.loads(run_file.read_text())
+    config = RunConfig.from_dict(saved["config"])
+    assert saved["settings"] == config.settings() and config.differences(copy) == []
+    assert saved["settings"]["recommender.alignment"] is True  # the tiny preset's default
+    saved["settings"]["recommender.alignment"] = False  # as if the default were changed since
+    run_file.write_text(json.dumps(saved))
+    assert config.differences(copy) == ["recommender.alignment"]
+    assert main(argv) != 0
+    assert "recommender.alignment" in capsys.readouterr().err
+    del saved["settings"]  # as an older version wrote it
+    run_file.write_text(json.dumps(saved))
+    assert config.differences(copy) == []
+
+
 def _copy_run(tiny_run, tmp_path, name="copy"):
     """A copy of the tiny run's folder and the `store-hf run` arguments that address it."""
     import shutil
