@@ -405,3 +405,65 @@ def test_tokenizer_stability_reports_every_seeds_gap(tmp_path, script_cli):
     # other settings than the preset's need their own name, or they would overwrite its results
     bad = script_cli("benchmarks/tokenizer_stability.py", *cmd[:-2])
     assert bad.returncode == 2 and "--name" in bad.stderr
+
+
+def test_compare_reports_pairs_rows_of_two_reports_on_the_same_users(tmp_path, script_cli):
+    """Two rows of committed reports paired without ranking again: the result is the paired
+    test the harness itself computed when both rows were in one report; a report of other
+    users, a missing system or a malformed operand is refused by name."""
+    results = ROOT / "benchmarks" / "results"
+    v5 = results / "quality-scientific-full-v5.json"
+    # the reference row from another report whose users come in another order
+    ranks = json.loads((results / "quality-scientific-full-v3-ranks.json").read_text())
+    order = list(reversed(range(len(ranks["user_id"]))))
+    shuffled = {
+        **ranks,
+        "user_id": [ranks["user_id"][i] for i in order],
+        **{
+            key: {
+                s: {seed: [v[i] for i in order] for seed, v in by.items()} for s, by in val.items()
+            }
+            for key, val in ranks.items()
+            if key.startswith("ranks")
+        },
+    }
+    v3 = tmp_path / "quality-v3.json"
+    v3.write_text((results / "quality-scientific-full-v3.json").read_text())
+    (tmp_path / "quality-v3-ranks.json").write_text(json.dumps(shuffled))
+    args = [f"{v3}:store", f"{v5}:store-no-align", "--labels", "with", "without"]
+    proc = script_cli(
+        "benchmarks/compare_reports.py", *args, "--name", "cmp", "--output-dir", tmp_path
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads((tmp_path / "cmp.json").read_text())
+    harness = json.loads(v5.read_text())
+    for key, table in (
+        ("ranks", "systems"),
+        ("ranks_excluding_history", "systems_excluding_history"),
+    ):
+        mine = out["tables"][key]["without"]["versus_with"]
+        theirs = harness[table]["store-no-align"]["versus_store"]
+        for metric in ("recall@10", "ndcg@10"):
+            assert mine[metric]["difference"] == pytest.approx(theirs[metric]["difference"])
+            assert mine[metric]["p_value"] == pytest.approx(theirs[metric]["p_value"], abs=0.02)
+        assert mine["recall@10"]["mcnemar"]["p_value"] == pytest.approx(
+            theirs["recall@10"]["mcnemar"]["p_value"]
+        )
+    text = (tmp_path / "cmp.md").read_text()
+    assert "## History items excluded" in text and "commit 10da0009e4f7" in text
+    # refusals
+    (tmp_path / "quality-v3-ranks.json").write_text(
+        json.dumps({**shuffled, "user_id": ["nobody", *shuffled["user_id"][1:]]})
+    )
+    proc = script_cli(
+        "benchmarks/compare_reports.py", *args, "--name", "x", "--output-dir", tmp_path
+    )
+    assert proc.returncode == 1 and "ranked other test users" in proc.stderr
+    assert not (tmp_path / "x.json").exists()
+    proc = script_cli(
+        "benchmarks/compare_reports.py", f"{v5}:tiger", f"{v5}:store", "--name", "x",
+        "--output-dir", tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 1 and "no per-user ranks of 'tiger'" in proc.stderr
+    proc = script_cli("benchmarks/compare_reports.py", str(v5), f"{v5}:store", "--name", "x")
+    assert proc.returncode == 2 and "REPORT.json:SYSTEM" in proc.stderr

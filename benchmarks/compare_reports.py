@@ -1,0 +1,140 @@
+"""Pair one row of a quality report with a row of another report on the same test users: the
+paired comparison of a lever (a setting changed between two harness runs) without ranking
+either model again.
+
+    python benchmarks/compare_reports.py \\
+        benchmarks/results/quality-scientific-full-lr2e-4.json:store \\
+        benchmarks/results/quality-scientific-full-v5.json:store-no-align \\
+        --labels "lr 2e-4" "lr 1e-4" --name lr2e-4-vs-1e-4-full
+
+``benchmarks/quality.py --merge`` refuses a report run under other settings, because its table
+must describe one configuration; a lever is exactly such a difference, so this script pairs the
+two rows instead and says where each came from. Each operand is ``REPORT.json:SYSTEM`` (the
+report's ``-ranks.json`` lies beside it); the first is the reference. Both reports must have
+ranked the same users with the same eval seed; every metric is rebuilt from the per-user ranks
+and checked against its report (``benchmarks.quality.earlier_results``). Writes
+``benchmarks/results/<name>.md`` and ``.json``: R@10 and N@10 with 95% intervals over users, the
+paired bootstrap of the difference and McNemar on hits@10 (every seed pair), once with history
+items kept and once with them excluded where both rows have those ranks, plus each row's
+provenance (machine, date, command, commit) and the settings its report records.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.machine import machine_info  # noqa: E402
+from benchmarks.quality import VARIANTS, _main_table, aggregate, earlier_results  # noqa: E402
+from store_hf.files import atomic_write, read_json, write_json_atomic  # noqa: E402
+
+
+def operand(text: str) -> tuple[Path, str]:
+    """``REPORT.json:SYSTEM`` -> (path, system)."""
+    path, sep, system = text.rpartition(":")
+    if not sep or not path or not system:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected REPORT.json:SYSTEM")
+    return Path(path), system
+
+
+def load_row(path: Path, system: str, users: list | None) -> tuple[list[dict], dict, list]:
+    """The per-seed runs of ``system`` in the report ``path`` (aligned to ``users``, default the
+    report's own order), the report's header and the users."""
+    if not path.is_file():
+        raise SystemExit(f"{path}: file not found")
+    report = read_json(path)
+    ranks = read_json(path.with_name(path.stem + "-ranks.json"))
+    users = list(ranks["user_id"]) if users is None else users
+    results, _ = earlier_results(path, users, ranks["eval_seed"], {})
+    if system not in results:
+        raise SystemExit(f"{path}: no per-user ranks of {system!r} (it has {sorted(results)})")
+    return results[system], report.get("machine", {}), users
+
+
+def compare(first: tuple[Path, str], second: tuple[Path, str], labels: list[str]) -> dict:
+    """Both rows and the paired tests of ``labels[0]`` minus ``labels[1]``, per history
+    variant both rows have."""
+    runs_a, header_a, users = load_row(*first, None)
+    eval_seed = read_json(first[0].with_name(first[0].stem + "-ranks.json"))["eval_seed"]
+    second_seed = read_json(second[0].with_name(second[0].stem + "-ranks.json"))["eval_seed"]
+    if second_seed != eval_seed:
+        raise SystemExit(f"{second[0]} ranked eval seed {second_seed}, {first[0]} {eval_seed}")
+    runs_b, header_b, _ = load_row(*second, users)
+    results = {labels[0]: runs_a, labels[1]: runs_b}
+    tables = {key: aggregate(results, labels[0], key) for key in VARIANTS}
+    return {
+        "tables": {key: table for key, table in tables.items() if len(table) == 2},
+        "rows": {
+            label: {
+                "report": str(path),
+                "system": system,
+                "preset": header.get("preset"),
+                "recommender": header.get("recommender", {}),
+                "final": header.get("final", False),
+            }
+            for label, (path, system), header in zip(labels, (first, second), (header_a, header_b))
+        },
+        "test_users": len(users),
+        "eval_seed": eval_seed,
+    }
+
+
+def markdown(info: dict, result: dict, labels: list[str]) -> str:
+    lines = [
+        f"# {labels[0]} against {labels[1]}, paired on the same users",
+        "",
+        f"Written by `benchmarks/compare_reports.py` on {info['date']}: `{info['command']}`.",
+        f"{result['test_users']} test users (eval seed {result['eval_seed']}), ranked by each "
+        "row's own run; nothing was ranked again.",
+        "",
+    ]
+    for label, row in result["rows"].items():
+        settings = ", ".join(f"{k}={v}" for k, v in row["recommender"].items()) or "defaults"
+        lines.append(
+            f"- **{label}**: `{row['system']}` of `{row['report']}` (its report: preset {row['preset']}, "
+            f"--recommender {settings}{', confirmation sample' if row['final'] else ''})"
+        )
+    for key, table in result["tables"].items():
+        lines += ["", f"## {VARIANTS[key].capitalize()}", "", *_main_table(table, labels[0])]
+    lines += ["", "## Provenance", ""]
+    for label in labels:
+        for p in result["tables"]["ranks"][label]["provenance"]:
+            p = p or {}
+            lines.append(
+                f"- {label}: {p.get('machine', 'unrecorded')}, {p.get('date')}, commit "
+                f"{p.get('commit', 'unrecorded')}: `{p.get('command')}`"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("reference", type=operand, help="REPORT.json:SYSTEM (the reference row)")
+    p.add_argument("other", type=operand, help="REPORT.json:SYSTEM")
+    p.add_argument("--labels", nargs=2, metavar=("REFERENCE", "OTHER"), help="row names")
+    p.add_argument("--name", required=True, help="output name under --output-dir")
+    p.add_argument("--output-dir", type=Path, default=ROOT / "benchmarks" / "results")
+    args = p.parse_args()
+    labels = args.labels or [
+        f"{path.stem}:{system}" for path, system in (args.reference, args.other)
+    ]
+    if labels[0] == labels[1]:
+        p.error(f"both rows are labelled {labels[0]!r}: give --labels")
+    try:
+        result = compare(args.reference, args.other, labels)
+    except (RuntimeError, ValueError, FileNotFoundError) as e:
+        raise SystemExit(str(e)) from None
+    info = machine_info()
+    out = args.output_dir / args.name
+    write_json_atomic(out.with_suffix(".json"), {"machine": info, **result})
+    text = markdown(info, result, labels)
+    atomic_write(out.with_suffix(".md"), text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
