@@ -101,13 +101,24 @@ def markdown(info: dict, result: dict, labels: list[str]) -> str:
     for key, table in result["tables"].items():
         lines += ["", f"## {VARIANTS[key].capitalize()}", "", *_main_table(table, labels[0])]
     lines += ["", "## Provenance", ""]
+    rows = result["tables"]["ranks"]
     for label in labels:
-        for p in result["tables"]["ranks"][label]["provenance"]:
+        codes = rows[label].get("codes") or [None] * len(rows[label]["seeds"])
+        for p, code in zip(rows[label]["provenance"], codes):
             p = p or {}
             lines.append(
                 f"- {label}: {p.get('machine', 'unrecorded')}, {p.get('date')}, commit "
-                f"{p.get('commit', 'unrecorded')}: `{p.get('command')}`"
+                f"{p.get('commit', 'unrecorded')}, codes {code or 'unrecorded'}: "
+                f"`{p.get('command')}`"
             )
+    fingerprints = [set(rows[label].get("codes") or [None]) for label in labels]
+    if None in fingerprints[0] | fingerprints[1]:
+        lines += ["", "The codes of a row are unrecorded: that both ranked the same codes is "
+                  "not checked here."]  # fmt: skip
+    else:
+        same = fingerprints[0] == fingerprints[1] and len(fingerprints[0]) == 1
+        lines += ["", "Both rows ranked the same codes." if same else
+                  "**The rows ranked different codes**: the comparison includes the codebook."]  # fmt: skip
     return "\n".join(lines) + "\n"
 
 

@@ -48,6 +48,7 @@ again; the earlier rows are rebuilt from their per-user ranks and checked agains
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import os
@@ -207,10 +208,16 @@ class Harness:
         out = pipeline.run()
         return pipeline, stage_seconds(out, reused=reuse_from is not None)
 
-    def _timed(self, ranked: dict, command: str, stages: dict[str, float]) -> dict:
-        """A STORE system's result: its ranks, command, stage times and total seconds."""
+    def _timed(
+        self, ranked: dict, command: str, stages: dict[str, float], pipeline: Pipeline
+    ) -> dict:
+        """A STORE system's result: its ranks, command, stage times, total seconds and the
+        fingerprint of the codes its model ranked with (:func:`codes_fingerprint`)."""
         seconds = sum(v for k, v in stages.items() if k in STAGES) + ranked["eval_seconds"]
-        return {**ranked, "command": command, "stage_seconds": stages, "seconds": seconds}
+        codes = codes_fingerprint(pipeline.out)
+        return {**ranked, "command": command, "stage_seconds": stages, "seconds": seconds} | {
+            "codes": codes
+        }
 
     def _ranked(self, pipeline: Pipeline, mode: str = "trie") -> dict:
         """Both variants of the ranks of the run's recommender on the harness' users, ranked
@@ -258,7 +265,7 @@ class Harness:
         if mode != "trie":  # another system's model, ranked otherwise: no stage is this row's
             command = f"StoreForGenerativeRec.recommend(..., mode={mode!r}) on {pipeline.out}"
             stages = {}
-        return self._timed(self._ranked(pipeline, mode), command, stages)
+        return self._timed(self._ranked(pipeline, mode), command, stages, pipeline)
 
     def system_store(self) -> dict:
         return self._store_run("store")
@@ -276,7 +283,7 @@ class Harness:
             yaml.write_text("recommender:\n  alignment: false\n")
         pipeline, stages = self._pipeline(config, reuse_from=base)
         command = self._store_command(config, f" {yaml} --reuse-stages-from {base}")
-        return self._timed(self._ranked(pipeline), command, stages)
+        return self._timed(self._ranked(pipeline), command, stages, pipeline)
 
     def system_store_no_dt(self) -> dict:
         return self._store_run("store-no-dt", "llm-rqvae")
@@ -393,6 +400,9 @@ class Harness:
                 # written before results kept their stage times: the run folder has them
                 reused = system == "store-no-align"
                 result["stage_seconds"] = stage_seconds(self.folder(system), reused)
+            if "codes" not in result and system.startswith("store"):
+                # written before results kept it: from the run folder, where it still exists
+                result["codes"] = codes_fingerprint(self.folder(system))
             return result
         if self.args.table_only:
             return None
@@ -453,6 +463,21 @@ def stage_seconds(out: Path, reused: bool = False) -> dict[str, float]:
         "validation_seconds"
     )
     return times | ({"validation": validation} if validation is not None else {})
+
+
+def codes_fingerprint(out: Path) -> str | None:
+    """The first 16 hex digits of the SHA-256 of the item ids, codebook size and ``(items, v)``
+    codes of the run folder ``out``'s codebook stage (``None`` where it has none): two rows with
+    the same fingerprint ranked items coded the same way, the premise of a paired lever
+    comparison that changes only the recommender."""
+    if not (out / "codebook" / "stage.json").is_file():
+        return None
+    config = json.loads((out / "run_config.json").read_text())["config"]
+    pipeline = Pipeline(RunConfig.from_dict({**config, "output_dir": str(out)}))
+    item_ids, codes, size = pipeline.item_codes()
+    digest = hashlib.sha256(json.dumps([[str(i) for i in item_ids], int(size)]).encode())
+    digest.update(np.ascontiguousarray(codes, dtype=np.int64).tobytes())
+    return digest.hexdigest()[:16]
 
 
 def _max_history(model) -> int:
@@ -541,6 +566,7 @@ def aggregate(
         row["commands"] = [r["command"] for r in runs]
         row["stage_seconds"] = [r.get("stage_seconds") for r in runs]
         row["provenance"] = [r.get("provenance") for r in runs]
+        row["codes"] = [r.get("codes") for r in runs]
         row["test_users"] = runs[0]["test_users"]
         table[system] = row
     if reference in table:
@@ -633,6 +659,7 @@ def earlier_results(
                 "stage_seconds": (row.get("stage_seconds") or [None] * len(row["seeds"]))[i],
                 "provenance": (row.get("provenance") or [None] * len(row["seeds"]))[i]
                 or fallback(system),
+                "codes": (row.get("codes") or [None] * len(row["seeds"]))[i],
                 "test_users": len(user_ids),
             }
             for key, by_system in variants.items():
@@ -814,15 +841,20 @@ def markdown(info: dict, tables: dict[str, dict], title: str, reference: str, dr
         "",
         "## Provenance",
         "",
-        "| system | seed | commit | machine | date |",
-        "|---|---|---|---|---|",
+        "Codes: a fingerprint of the semantic IDs a STORE row's model ranked with (SHA-256 of "
+        "the item ids and codes, `benchmarks.quality.codes_fingerprint`); rows with the same "
+        "fingerprint share their codes, `-` where unrecorded or not STORE's.",
+        "",
+        "| system | seed | commit | machine | date | codes |",
+        "|---|---|---|---|---|---|",
     ]
     for system, row in main.items():
-        for seed, p in zip(row["seeds"], row["provenance"]):
+        codes = row.get("codes") or [None] * len(row["seeds"])
+        for seed, p, code in zip(row["seeds"], row["provenance"], codes):
             p = p or {}
             lines.append(
                 f"| {system} | {seed} | {p.get('commit', 'unrecorded')} | {p.get('machine')} | "
-                f"{p.get('date')} |"
+                f"{p.get('date')} | {code or '-'} |"
             )
     lines += ["", "## Commands", ""]
     for system, row in main.items():

@@ -112,12 +112,19 @@ def test_quality_ranks_every_system_on_the_same_users(tmp_path, quality_cli, scr
             sum(times[s] for s in stages) + results[system]["eval_seconds"]
         )
     assert results["store-no-cbs"]["stage_seconds"] == {}  # it ranks store's model
+    # the codes each row ranked with: shared by the ablations of one run's codebook only
+    codes = {s: r.get("codes") for s, r in results.items()}
+    assert len(codes["store"]) == 16 and int(codes["store"], 16) >= 0
+    assert codes["store"] == codes["store-no-align"] == codes["store-no-cbs"]
+    assert codes["lcrec"] == codes["store-no-dt"] != codes["store"]
+    assert codes["popular"] is None and table["store"]["codes"] == [codes["store"]]
     md = (out / "quality-scientific-tiny.md").read_text()
     assert "## Intervals and paired tests" in md and "within noise" in md
     stage_rows = [line for line in md.splitlines() if line.startswith("| store-no-align | 0 | - |")]
     assert len(stage_rows) == 1, md  # the reused stages shown as such
     assert "| store-no-cbs |" in md and "--reuse-stages-from" in md
     assert "--semantic-ids llm-rqvae" in md
+    assert f"| {codes['store']} |" in md and f"| {codes['store-no-dt']} |" in md
     # ranking speed per precision and batch size, and bf16 vs fp32 agreement, on that run
     bench = [work / "store-seed0", "--users", "8", "--batch-sizes", "4,8", "--output-dir", out]
     proc = script_cli("benchmarks/evaluation.py", *bench, "--name", "eval-tiny")
