@@ -43,6 +43,10 @@ on a rerun (``--force`` recomputes), so the harness can be stopped and resumed. 
 RESULTS.json`` adds the rows of an earlier report (its ``-ranks.json`` beside it) for the systems
 not run now, so a new ablation is compared with STORE on the same users without training STORE
 again; the earlier rows are rebuilt from their per-user ranks and checked against their table.
+For a system run now, the merged report's other seeds of it join its row where each was run
+under the same identity (system, sample, dataset, preset, settings), so the seeds of one
+configuration can be trained in different sessions: ``--systems store --seeds 1 --merge
+quality-...-seed0.json`` tabulates seeds 0 and 1 as one row.
 """
 
 from __future__ import annotations
@@ -567,6 +571,7 @@ def aggregate(
         row["stage_seconds"] = [r.get("stage_seconds") for r in runs]
         row["provenance"] = [r.get("provenance") for r in runs]
         row["codes"] = [r.get("codes") for r in runs]
+        row["identity"] = [r.get("identity") for r in runs]  # what --merge checks to join seeds
         row["test_users"] = runs[0]["test_users"]
         table[system] = row
     if reference in table:
@@ -660,6 +665,8 @@ def earlier_results(
                 "provenance": (row.get("provenance") or [None] * len(row["seeds"]))[i]
                 or fallback(system),
                 "codes": (row.get("codes") or [None] * len(row["seeds"]))[i],
+                "identity": (row.get("identity") or [None] * len(row["seeds"]))[i],
+                "merged_from": path.name,
                 "test_users": len(user_ids),
             }
             for key, by_system in variants.items():
@@ -676,6 +683,34 @@ def earlier_results(
         results[name] = runs
     dropped = [s for s in table if _current_name(s, table[s]) not in results]
     return results, dropped
+
+
+def join_seeds(
+    runs: list[dict], earlier: list[dict], identity: dict
+) -> tuple[list[dict], list[str]]:
+    """``runs`` of a system run now, joined by the ``earlier`` (merged) runs of other seeds whose
+    recorded identity is this run's (``identity``, the seed aside), in seed order; and why each
+    earlier run left out was (a seed run now replaces its earlier run). Lets the seeds of one
+    configuration be trained in different sessions and tabulated as one row."""
+    ours = {r["seed"] for r in runs}
+    joined, left = list(runs), []
+    want = {k: v for k, v in identity.items() if k != "seed"}
+    for run in earlier:
+        if run["seed"] in ours:
+            continue
+        saved = run.get("identity")
+        where = f"{identity['system']} seed {run['seed']} of {run.get('merged_from')}"
+        if saved is None:
+            left.append(f"{where} (no recorded identity: an older report)")
+            continue
+        differ = sorted(
+            k for k in (set(want) | set(saved)) - {"seed"} if saved.get(k) != want.get(k)
+        )
+        if differ:
+            left.append(f"{where} (another run: {', '.join(differ)} differ)")
+            continue
+        joined.append(run)
+    return sorted(joined, key=lambda r: r["seed"]), left
 
 
 def _committed_in(path: Path, system: str) -> str:
@@ -767,6 +802,10 @@ def markdown(info: dict, tables: dict[str, dict], title: str, reference: str, dr
             for k, (v, why) in dropped.items()
             if v
         ],  # fmt: skip
+        *[
+            f"- a merged seed not joined to the row run now: {line}"
+            for line in info.get("not_joined", [])
+        ],
         "",
         "## Intervals and paired tests",
         "",
@@ -930,6 +969,8 @@ def main() -> None:
         default=[],
         help="an earlier report (quality-*.json, its -ranks.json beside it) whose rows join the "
         "table for the systems not run now (same test users, eval seed, preset and settings); "
+        "for a system run now, its seeds that were not run now join the row where they were "
+        "run under the same identity (so seeds trained in different sessions make one row); "
         "repeatable",
     )
     p.add_argument(
@@ -987,7 +1028,11 @@ def main() -> None:
     if args.final and not args.table_only:
         record_final_use(args.output_dir / "confirmation-uses.jsonl", info, systems, seeds)
     results = {s: runs for s, runs in results.items() if runs}
-    # the earlier rows first, in their order; a system run now replaces its earlier row
+    for system, runs in results.items():  # earlier seeds of a system run now join its row
+        joined, left = join_seeds(runs, earlier.get(system, []), harness.identity(system))
+        results[system] = joined
+        info["not_joined"] = info.get("not_joined", []) + left
+    # the earlier rows first, in their order
     results = {s: runs for s, runs in earlier.items() if s not in results} | results
     if not results:
         p.error(f"no finished results in {args.work_dir} for these systems and seeds")
@@ -1009,6 +1054,8 @@ def main() -> None:
     for key, (systems_left, why) in missing.items():
         if systems_left:
             logger.warning("left out of the %s table: %s (%s)", VARIANTS[key], systems_left, why)
+    for line in info.get("not_joined", []):
+        logger.warning("merged seed not joined: %s", line)
     title = f"{name}, preset {args.preset}" + (", confirmation sample" if args.final else "")
     md = markdown(info, tables, title, reference, missing)
     args.output_dir.mkdir(parents=True, exist_ok=True)

@@ -170,6 +170,34 @@ def test_quality_ranks_every_system_on_the_same_users(tmp_path, quality_cli, scr
         "quality-scientific-tiny.json` (same users"
         in (merged_out / "quality-scientific-tiny.md").read_text()
     )
+    # seeds of one configuration trained in different sessions make one row: a seed run now
+    # joins the merged report's seeds of the same identity; a merged seed of another is named
+    report = out / "quality-scientific-tiny.json"
+    seeds = ["--systems", "popular,random", "--seeds", "1", "--test-users", "16"]
+    seeds += ["--work-dir", str(tmp_path / "work3"), "--output-dir", str(tmp_path / "seeds")]
+    proc = quality_cli(*seeds, "--merge", str(report))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    joined = json.loads((tmp_path / "seeds" / "quality-scientific-tiny.json").read_text())
+    assert joined["systems"]["popular"]["seeds"] == [0, 1]
+    assert joined["systems"]["random"]["seeds"] == [0, 1]
+    assert joined["systems"]["random"]["recall@10_std"] is not None
+    assert joined["systems"]["store"]["seeds"] == [0]  # not run now: the merged row as it was
+    assert [i["seed"] for i in joined["systems"]["popular"]["identity"]] == [0, 1]
+    edited = json.loads(report.read_text())
+    edited["systems"]["random"]["identity"][0]["sample"] = "eval seed 5, 16 users"
+    other_report = tmp_path / "edited" / "quality-other.json"
+    other_report.parent.mkdir()
+    other_report.write_text(json.dumps(edited))
+    ranks_copy = other_report.with_name("quality-other-ranks.json")
+    ranks_copy.write_text((out / "quality-scientific-tiny-ranks.json").read_text())
+    proc = quality_cli(*seeds, "--merge", str(other_report))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    joined = json.loads((tmp_path / "seeds" / "quality-scientific-tiny.json").read_text())
+    assert joined["systems"]["random"]["seeds"] == [1]
+    assert joined["systems"]["popular"]["seeds"] == [0, 1]
+    md = (tmp_path / "seeds" / "quality-scientific-tiny.md").read_text()
+    assert "not joined to the row run now: random seed 0 of quality-other.json" in md
+    assert "sample differ" in md
     # an earlier report of other users cannot be merged: its paired tests would compare others
     other = [a if a != "16" else "8" for a in merge]
     proc = quality_cli(*other)
