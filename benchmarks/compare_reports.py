@@ -41,29 +41,27 @@ def operand(text: str) -> tuple[Path, str]:
     return Path(path), system
 
 
-def load_row(path: Path, system: str, users: list | None) -> tuple[list[dict], dict, list]:
-    """The per-seed runs of ``system`` in the report ``path`` (aligned to ``users``, default the
-    report's own order), the report's header and the users."""
+def load_row(path: Path, system: str, users: list, eval_seed: int) -> tuple[list[dict], dict]:
+    """The per-seed runs of ``system`` in the report ``path``, aligned to ``users`` (which it
+    must have ranked with ``eval_seed``), and the report's header."""
     if not path.is_file():
         raise SystemExit(f"{path}: file not found")
-    report = read_json(path)
-    ranks = read_json(path.with_name(path.stem + "-ranks.json"))
-    users = list(ranks["user_id"]) if users is None else users
-    results, _ = earlier_results(path, users, ranks["eval_seed"], {})
+    results, _ = earlier_results(path, users, eval_seed, {})
     if system not in results:
         raise SystemExit(f"{path}: no per-user ranks of {system!r} (it has {sorted(results)})")
-    return results[system], report.get("machine", {}), users
+    return results[system], read_json(path).get("machine", {})
 
 
 def compare(first: tuple[Path, str], second: tuple[Path, str], labels: list[str]) -> dict:
     """Both rows and the paired tests of ``labels[0]`` minus ``labels[1]``, per history
-    variant both rows have."""
-    runs_a, header_a, users = load_row(*first, None)
-    eval_seed = read_json(first[0].with_name(first[0].stem + "-ranks.json"))["eval_seed"]
-    second_seed = read_json(second[0].with_name(second[0].stem + "-ranks.json"))["eval_seed"]
-    if second_seed != eval_seed:
-        raise SystemExit(f"{second[0]} ranked eval seed {second_seed}, {first[0]} {eval_seed}")
-    runs_b, header_b, _ = load_row(*second, users)
+    variant both rows have; the first report's users and eval seed are the comparison's."""
+    ranks_path = first[0].with_name(first[0].stem + "-ranks.json")
+    if not ranks_path.is_file():
+        raise SystemExit(f"{ranks_path}: file not found")
+    ranks = read_json(ranks_path)
+    users, eval_seed = list(ranks["user_id"]), ranks["eval_seed"]
+    runs_a, header_a = load_row(*first, users, eval_seed)
+    runs_b, header_b = load_row(*second, users, eval_seed)
     results = {labels[0]: runs_a, labels[1]: runs_b}
     tables = {key: aggregate(results, labels[0], key) for key in VARIANTS}
     return {

@@ -218,9 +218,12 @@ class Harness:
         """A STORE system's result: its ranks, command, stage times, total seconds and the
         fingerprint of the codes its model ranked with (:func:`codes_fingerprint`)."""
         seconds = sum(v for k, v in stages.items() if k in STAGES) + ranked["eval_seconds"]
-        codes = codes_fingerprint(pipeline.out)
-        return {**ranked, "command": command, "stage_seconds": stages, "seconds": seconds} | {
-            "codes": codes
+        return {
+            **ranked,
+            "command": command,
+            "stage_seconds": stages,
+            "seconds": seconds,
+            "codes": codes_fingerprint(pipeline.out),
         }
 
     def _ranked(self, pipeline: Pipeline, mode: str = "trie") -> dict:
@@ -476,9 +479,7 @@ def codes_fingerprint(out: Path) -> str | None:
     comparison that changes only the recommender."""
     if not (out / "codebook" / "stage.json").is_file():
         return None
-    config = json.loads((out / "run_config.json").read_text())["config"]
-    pipeline = Pipeline(RunConfig.from_dict({**config, "output_dir": str(out)}))
-    item_ids, codes, size = pipeline.item_codes()
+    item_ids, codes, size = Pipeline(RunConfig.from_run_folder(out)).item_codes()
     digest = hashlib.sha256(json.dumps([[str(i) for i in item_ids], int(size)]).encode())
     digest.update(np.ascontiguousarray(codes, dtype=np.int64).tobytes())
     return digest.hexdigest()[:16]
@@ -1028,10 +1029,10 @@ def main() -> None:
     if args.final and not args.table_only:
         record_final_use(args.output_dir / "confirmation-uses.jsonl", info, systems, seeds)
     results = {s: runs for s, runs in results.items() if runs}
+    info["not_joined"] = []
     for system, runs in results.items():  # earlier seeds of a system run now join its row
-        joined, left = join_seeds(runs, earlier.get(system, []), harness.identity(system))
-        results[system] = joined
-        info["not_joined"] = info.get("not_joined", []) + left
+        results[system], left = join_seeds(runs, earlier.get(system, []), harness.identity(system))
+        info["not_joined"] += left
     # the earlier rows first, in their order
     results = {s: runs for s, runs in earlier.items() if s not in results} | results
     if not results:
@@ -1054,7 +1055,7 @@ def main() -> None:
     for key, (systems_left, why) in missing.items():
         if systems_left:
             logger.warning("left out of the %s table: %s (%s)", VARIANTS[key], systems_left, why)
-    for line in info.get("not_joined", []):
+    for line in info["not_joined"]:
         logger.warning("merged seed not joined: %s", line)
     title = f"{name}, preset {args.preset}" + (", confirmation sample" if args.final else "")
     md = markdown(info, tables, title, reference, missing)
